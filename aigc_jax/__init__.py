@@ -1,0 +1,1 @@
+"""aigc_jax: generative image models (GANs, VAEs) in JAX/Flax, sharded over every device."""

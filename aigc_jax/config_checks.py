@@ -1,0 +1,105 @@
+"""Config validation: every field's type and range, checked before anything is built or written.
+
+A bad config raises `ConfigError` whose message is one line naming the field, what was given and what is
+allowed; `main` prints it and exits non-zero.
+"""
+import os
+import tempfile
+from typing import Any
+
+import ml_collections
+
+from aigc_jax.losses import GAN_LOSSES
+from aigc_jax.models import GAN_FAMILIES
+from aigc_jax.optimizers import LR_SCHEDULES
+
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+class ConfigError(ValueError):
+  """A config value, workdir or device layout the run cannot use; the message is one line."""
+
+
+# field -> (allowed types, check or None, description of allowed values)
+_positive = (lambda v: v >= 1, 'an integer >= 1')
+_non_negative = (lambda v: v >= 0, 'an integer >= 0')
+_positive_float = (lambda v: v > 0, 'a number > 0')
+_beta = (lambda v: 0 <= v < 1, 'a number in [0, 1)')
+FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    'model': ((str,), lambda v: v in GAN_FAMILIES, ', '.join(GAN_FAMILIES)),
+    'loss': ((str,), lambda v: v in GAN_LOSSES, ', '.join(GAN_LOSSES)),
+    'dataset': ((str,), None, 'a TFDS dataset name'),
+    'data_dir': ((str, type(None)), None, 'a directory or None'),
+    'train_split': ((str,), None, 'a TFDS split'),
+    'image_key': ((str,), None, 'a feature name'),
+    'label_key': ((str,), None, 'a feature name'),
+    'image_size': ((int,), *_non_negative),
+    'shuffle_buffer': ((int,), *_positive),
+    'batch_size': ((int,), *_positive),
+    'num_train_steps': ((int,), *_positive),
+    'learning_rate': ((int, float), *_positive_float),
+    'g_learning_rate': ((int, float, type(None)), lambda v: v is None or v > 0, 'a number > 0 or None'),
+    'd_learning_rate': ((int, float, type(None)), lambda v: v is None or v > 0, 'a number > 0 or None'),
+    'adam_b1': ((int, float), *_beta),
+    'adam_b2': ((int, float), *_beta),
+    'lr_schedule': ((str,), lambda v: v in LR_SCHEDULES, ', '.join(LR_SCHEDULES)),
+    'warmup_steps': ((int,), *_non_negative),
+    'grad_clip_norm': ((int, float), lambda v: v >= 0, 'a number >= 0 (0 = off)'),
+    'n_critic': ((int,), *_positive),
+    'latent_dim': ((int,), *_positive),
+    'width_multiplier': ((int, float), *_positive_float),
+    'compute_dtype': ((str,), lambda v: v in COMPUTE_DTYPES, ', '.join(COMPUTE_DTYPES)),
+    'seed': ((int,), *_non_negative),
+    'log_every_steps': ((int,), *_positive),
+    'checkpoint_every_steps': ((int,), *_positive),
+    'sample_every_steps': ((int,), *_positive),
+    'keep_checkpoints': ((int,), *_positive),
+    'num_sample_images': ((int,), *_positive),
+    'async_checkpointing': ((bool,), None, 'True or False'),
+}
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+  return ' or '.join('None' if t is type(None) else t.__name__ for t in types)
+
+
+def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int) -> None:
+  """Raises `ConfigError` for the first unknown key, wrong type, bad value or impossible device split."""
+  unknown = sorted(set(config.keys()) - set(FIELDS))
+  if unknown:
+    raise ConfigError(f'unknown config key {unknown[0]!r}; allowed keys: {", ".join(sorted(FIELDS))}')
+  missing = sorted(set(FIELDS) - set(config.keys()))
+  if missing:
+    raise ConfigError(f'config is missing key {missing[0]!r} (start from configs/default.py)')
+  for name, (types, check, allowed) in FIELDS.items():
+    value = config[name]
+    # bool is an int in Python; only accept it where bool is what the field is.
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+      raise ConfigError(f'config.{name} must be {_type_names(types)}, got {type(value).__name__} {value!r}')
+    if check is not None and not check(value):
+      raise ConfigError(f'config.{name}={value!r} is not allowed; allowed: {allowed}')
+  _validate_dataset(config.dataset)
+  for divisor, what in ((device_count, 'device count'), (process_count, 'process count')):
+    if config.batch_size % divisor:
+      raise ConfigError(f'config.batch_size={config.batch_size} (global) is not divisible by the {what} '
+                        f'{divisor}; allowed: a multiple of {divisor}')
+
+
+def _validate_dataset(name: str) -> None:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow; only when needed)
+  from aigc_jax.datasets import OFFLINE_DATASETS  # pylint: disable=g-import-not-at-top  (registers them)
+  try:
+    tfds.builder_cls(name.split(':')[0].split('/')[0])
+  except Exception:  # tfds raises several types for unknown names.
+    raise ConfigError(f'unknown dataset {name!r}; allowed: {", ".join(OFFLINE_DATASETS)} (offline) or any '
+                      'TFDS catalogue name, e.g. mnist, cifar10, celeb_a') from None
+
+
+def check_workdir(workdir: str) -> None:
+  """Creates `workdir` if needed and proves it writable, touching nothing already in it."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test_'):
+      pass
+  except OSError as e:
+    raise ConfigError(f'workdir {workdir!r} is not writable: {e.strerror or e}') from None

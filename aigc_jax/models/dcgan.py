@@ -1,0 +1,67 @@
+"""The TensorFlow DCGAN tutorial's GAN, for any image size divisible by 4.
+
+G: Dense (H/4)(W/4)256 (no bias) -> BN -> LeakyReLU -> ConvT 128 k5 s1 -> BN -> LReLU -> ConvT 64 k5 s2
+   -> BN -> LReLU -> ConvT C k5 s2 -> tanh.
+D: Conv 64 k5 s2 -> LReLU -> Dropout 0.3 -> Conv 128 k5 s2 -> LReLU -> Dropout 0.3 -> Dense 1.
+The stride-2 transposed convolutions use the equivalent sub-pixel form (see `subpixel.py`).
+Batch norm uses Keras' momentum and epsilon (0.99, 1e-3), as the tutorial does.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from aigc_jax.models.subpixel import SubpixelConvTranspose
+
+_LEAKY_SLOPE = 0.3  # Keras' LeakyReLU default, which the tutorial uses.
+_KERNEL = (5, 5)
+
+
+def _batch_norm(train: bool, dtype):
+  return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3, dtype=dtype)
+
+
+class DCGANGenerator(nn.Module):
+  image_shape: tuple[int, int, int]
+  widths: tuple[int, int, int] = (256, 128, 64)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, train: bool = True):
+    height, width, channels = self.image_shape
+    base_h, base_w = height // 4, width // 4
+    x = nn.Dense(base_h * base_w * self.widths[0], use_bias=False, dtype=self.dtype)(z.astype(self.dtype))
+    x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
+    x = x.reshape(z.shape[0], base_h, base_w, self.widths[0])
+    x = nn.ConvTranspose(self.widths[1], _KERNEL, strides=(1, 1), padding='SAME', use_bias=False,
+                         dtype=self.dtype)(x)
+    x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
+    x = SubpixelConvTranspose(self.widths[2], _KERNEL, strides=(2, 2), use_bias=False, dtype=self.dtype)(x)
+    x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
+    x = SubpixelConvTranspose(channels, _KERNEL, strides=(2, 2), use_bias=False, dtype=self.dtype)(x)
+    return jnp.tanh(x).astype(jnp.float32)
+
+
+class DCGANDiscriminator(nn.Module):
+  widths: tuple[int, int] = (64, 128)
+  dropout_rate: float = 0.3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = True):
+    x = images.astype(self.dtype)
+    for width in self.widths:
+      x = nn.Conv(width, _KERNEL, strides=(2, 2), padding='SAME', dtype=self.dtype)(x)
+      x = nn.leaky_relu(x, _LEAKY_SLOPE)
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = x.reshape(x.shape[0], -1)
+    return nn.Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
+
+
+def create_gan(image_shape, *, width_multiplier=1.0, dtype=jnp.float32):
+  height, width, _ = image_shape
+  if height % 4 or width % 4:
+    raise ValueError(f'dcgan needs image height and width divisible by 4, got {image_shape}')
+  scaled = lambda widths: tuple(max(1, round(n * width_multiplier)) for n in widths)
+  return (DCGANGenerator(image_shape=image_shape, widths=scaled((256, 128, 64)), dtype=dtype),
+          DCGANDiscriminator(widths=scaled((64, 128)), dtype=dtype))

@@ -1,0 +1,38 @@
+"""Optax optimisers for the generator and the discriminator, built from the config."""
+import ml_collections
+import optax
+
+LR_SCHEDULES = ('constant', 'cosine', 'linear')
+
+
+def learning_rate_schedule(peak: float, *, kind: str, warmup_steps: int, total_steps: int) -> optax.Schedule:
+  """Linear warm-up to `peak`, then constant, cosine or linear decay to zero at `total_steps`."""
+  if kind == 'constant':
+    decay = optax.constant_schedule(peak)
+  elif kind == 'cosine':
+    decay = optax.cosine_decay_schedule(peak, max(1, total_steps - warmup_steps))
+  elif kind == 'linear':
+    decay = optax.linear_schedule(peak, 0.0, max(1, total_steps - warmup_steps))
+  else:
+    raise ValueError(f'unknown lr_schedule {kind!r}; allowed: {", ".join(LR_SCHEDULES)}')
+  if warmup_steps <= 0:
+    return decay
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup_steps), decay], [warmup_steps])
+
+
+def create_optimizer(config: ml_collections.ConfigDict, network: str) -> optax.GradientTransformation:
+  """Adam for `network` ('generator' or 'discriminator') with its own learning rate and step count.
+
+  The discriminator takes `n_critic` updates per training step, so its schedule spans
+  `num_train_steps * n_critic` of its own updates.
+  """
+  own_rate = config.g_learning_rate if network == 'generator' else config.d_learning_rate
+  peak = own_rate if own_rate is not None else config.learning_rate
+  updates_per_step = 1 if network == 'generator' else config.n_critic
+  schedule = learning_rate_schedule(peak, kind=config.lr_schedule,
+                                    warmup_steps=config.warmup_steps * updates_per_step,
+                                    total_steps=config.num_train_steps * updates_per_step)
+  adam = optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2)
+  if config.grad_clip_norm:
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
+  return adam

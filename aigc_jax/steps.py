@@ -1,0 +1,110 @@
+"""Pure training steps: `(state, batch, rng) -> (state, metrics)`.
+
+`discriminator_step` and `generator_step` are the two GAN updates; `train_step` is one generator update
+preceded by `n_critic` discriminator updates, compiled as one program. Everything model- or
+objective-specific is bound with `functools.partial` before `jax.jit`, so the compiled functions take only
+arrays. Randomness is a pure function of the base key and `state.step`, which makes resume exact.
+"""
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from aigc_jax.losses import GanLoss
+from aigc_jax.models import Gan
+from aigc_jax.state import NetworkState, TrainState
+
+Metrics = dict[str, jax.Array]
+
+
+def apply_network(module, net: NetworkState, x: jax.Array, *, train: bool, rng: jax.Array | None = None,
+                  params: Any = None) -> tuple[jax.Array, Any]:
+  """Runs `module` on `x`; returns its output and its (in training, updated) non-param variables."""
+  variables = {'params': net.params if params is None else params, **net.variables}
+  rngs = {'dropout': rng} if rng is not None else None
+  if train and net.variables:
+    return module.apply(variables, x, train=True, rngs=rngs, mutable=list(net.variables))
+  return module.apply(variables, x, train=train, rngs=rngs), net.variables
+
+
+def _latents(rng: jax.Array, batch_size: int, latent_dim: int) -> jax.Array:
+  return jax.random.normal(rng, (batch_size, latent_dim), jnp.float32)
+
+
+def discriminator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, gan: Gan,
+                       loss: GanLoss, d_tx: optax.GradientTransformation,
+                       latent_dim: int) -> tuple[TrainState, Metrics]:
+  """One discriminator update on a real batch and as many fresh fakes."""
+  real = batch['image']
+  z_rng, g_rng, d_rng = jax.random.split(rng, 3)
+  # The generator's batch-norm statistics are updated by the generator step only.
+  fake, _ = apply_network(gan.generator, state.generator, _latents(z_rng, real.shape[0], latent_dim),
+                          train=True, rng=g_rng)
+  fake = jax.lax.stop_gradient(fake)
+  d = state.discriminator
+
+  def loss_fn(params):
+    # Real and fake in one pass: one larger matmul per layer instead of two.
+    outputs, variables = apply_network(gan.discriminator, d, jnp.concatenate([real, fake]), train=True,
+                                       rng=d_rng, params=params)
+    real_out, fake_out = jnp.split(outputs, 2)
+    return loss.discriminator(real_out, fake_out), (real_out, fake_out, variables)
+
+  (d_loss, (real_out, fake_out, variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d.params)
+  updates, opt_state = d_tx.update(grads, d.opt_state, d.params)
+  discriminator = NetworkState(optax.apply_updates(d.params, updates), variables, opt_state)
+  metrics = {'d_loss': d_loss, 'd_real': jnp.mean(real_out), 'd_fake': jnp.mean(fake_out),
+             'd_grad_norm': optax.tree.norm(grads)}
+  if loss.logistic:
+    metrics.update(d_real_prob=jnp.mean(jax.nn.sigmoid(real_out)),
+                   d_fake_prob=jnp.mean(jax.nn.sigmoid(fake_out)))
+  return state.replace(discriminator=discriminator), metrics
+
+
+def generator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, gan: Gan,
+                   loss: GanLoss, g_tx: optax.GradientTransformation,
+                   latent_dim: int) -> tuple[TrainState, Metrics]:
+  """One generator update through the current discriminator; `batch` sets the batch size."""
+  z_rng, g_rng, d_rng = jax.random.split(rng, 3)
+  z = _latents(z_rng, batch['image'].shape[0], latent_dim)
+  g = state.generator
+
+  def loss_fn(params):
+    fake, variables = apply_network(gan.generator, g, z, train=True, rng=g_rng, params=params)
+    fake_out, _ = apply_network(gan.discriminator, state.discriminator, fake, train=True, rng=d_rng)
+    return loss.generator(fake_out), variables
+
+  (g_loss, variables), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
+  updates, opt_state = g_tx.update(grads, g.opt_state, g.params)
+  generator = NetworkState(optax.apply_updates(g.params, updates), variables, opt_state)
+  return state.replace(generator=generator), {'g_loss': g_loss, 'g_grad_norm': optax.tree.norm(grads)}
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, gan: Gan, loss: GanLoss,
+               g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
+               latent_dim: int) -> tuple[TrainState, Metrics]:
+  """`n_critic` discriminator updates (one per leading slice of `batch`), then one generator update.
+
+  `rng` is the run's base key; this step's randomness is `fold_in(rng, state.step)`.
+  """
+  n_critic = batch['image'].shape[0]
+  rngs = jax.random.split(jax.random.fold_in(rng, state.step), n_critic + 1)
+
+  def critic_update(carry, inputs):
+    critic_batch, critic_rng = inputs
+    return discriminator_step(carry, critic_batch, critic_rng, gan=gan, loss=loss, d_tx=d_tx,
+                              latent_dim=latent_dim)
+
+  state, d_metrics = jax.lax.scan(critic_update, state, (batch, rngs[:-1]), unroll=True)
+  last_batch = jax.tree.map(lambda x: x[-1], batch)
+  state, g_metrics = generator_step(state, last_batch, rngs[-1], gan=gan, loss=loss, g_tx=g_tx,
+                                    latent_dim=latent_dim)
+  metrics = {**jax.tree.map(jnp.mean, d_metrics), **g_metrics}
+  return state.replace(step=state.step + 1), metrics
+
+
+def generate(state: TrainState, z: jax.Array, *, gan: Gan) -> jax.Array:
+  """Images from latents `z` with the generator in inference mode (batch-norm running statistics)."""
+  images, _ = apply_network(gan.generator, state.generator, z, train=False)
+  return images

@@ -1,0 +1,17 @@
+"""The TensorFlow DCGAN tutorial's model on the offline MNIST digits.
+
+`python -m aigc_jax.main --config=configs/dcgan_mnist.py --workdir=/tmp/aigc_dcgan`
+For the full 60,000-digit MNIST (needs network once, or prepared data): `--config.dataset=mnist`.
+"""
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model = 'dcgan'
+  config.batch_size = 256
+  config.learning_rate = 1e-4  # the tutorial's Adam(1e-4) for both networks
+  config.num_train_steps = 3_000
+  config.sample_every_steps = 500
+  config.checkpoint_every_steps = 500
+  return config

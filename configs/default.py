@@ -1,0 +1,45 @@
+"""The seed documents' MLP GAN on the 5,000 offline MNIST digits (`mnist5k`): trains anywhere, no network.
+
+`python -m aigc_jax.main --config=configs/default.py --workdir=/tmp/aigc_default`
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  # Model and objective.
+  config.model = 'mlp'                    # mlp | dcgan
+  config.loss = 'non_saturating'          # non_saturating | minimax | hinge | wasserstein | least_squares
+  config.latent_dim = 100
+  config.width_multiplier = 1.0           # scales every layer width (scaling sweeps)
+  config.compute_dtype = 'float32'        # float32 | bfloat16 (params and optimiser state stay float32)
+  # Data (any TFDS image dataset; mnist5k builds offline from a PyPI package).
+  config.dataset = 'mnist5k'
+  config.data_dir = config_dict.placeholder(str)  # TFDS data_dir; None = TFDS default (~/tensorflow_datasets)
+  config.train_split = 'train'
+  config.image_key = 'image'
+  config.label_key = 'label'
+  config.image_size = 0                   # 0 = native; else centre-crop and resize to a square
+  config.shuffle_buffer = 10_000
+  # Optimisation.
+  config.batch_size = 128                 # global, over all devices and processes
+  config.num_train_steps = 6_000
+  config.n_critic = 1                     # discriminator updates per generator update
+  config.learning_rate = 2e-4
+  config.g_learning_rate = config_dict.placeholder(float)  # None = learning_rate
+  config.d_learning_rate = config_dict.placeholder(float)  # None = learning_rate
+  config.adam_b1 = 0.5
+  config.adam_b2 = 0.999
+  config.lr_schedule = 'constant'         # constant | cosine | linear
+  config.warmup_steps = 0
+  config.grad_clip_norm = 0.0             # 0 = off
+  config.seed = 0
+  # Logging, samples, checkpoints.
+  config.log_every_steps = 100
+  config.sample_every_steps = 1_000
+  config.num_sample_images = 64
+  config.checkpoint_every_steps = 1_000
+  config.keep_checkpoints = 3
+  config.async_checkpointing = True
+  return config

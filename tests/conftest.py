@@ -1,0 +1,44 @@
+"""Test set-up: 8 fake CPU devices (before jax is imported), quiet TensorFlow, one shared TFDS data_dir."""
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+
+import jax  # noqa: E402  (after XLA_FLAGS)
+import pytest  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def tfds_data_dir(tmp_path_factory):
+  """A TFDS data_dir with the offline `mnist5k` digits built once for the whole session."""
+  from aigc_jax import input_pipeline
+  from configs import default
+  config = default.get_config()
+  config.data_dir = str(tmp_path_factory.mktemp('tfds'))
+  input_pipeline.get_builder(config)
+  return config.data_dir
+
+
+@pytest.fixture
+def tiny_config(tfds_data_dir):
+  """The default config shrunk to run a few steps in seconds on real offline digits."""
+  from configs import default
+  config = default.get_config()
+  config.data_dir = tfds_data_dir
+  config.batch_size = 16
+  config.num_train_steps = 4
+  config.width_multiplier = 0.125
+  config.shuffle_buffer = 64
+  config.log_every_steps = 2
+  config.sample_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.num_sample_images = 4
+  return config
+
+
+def pytest_report_header(config):
+  del config
+  return f'jax {jax.__version__}: {jax.device_count()} {jax.devices()[0].platform} devices'

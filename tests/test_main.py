@@ -1,0 +1,86 @@
+"""Bad input to `python -m aigc_jax.main`: one clear line, exit status 2, no traceback, workdir untouched."""
+import hashlib
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def _run_main(*args, env_extra=None):
+  env = dict(os.environ, **(env_extra or {}))
+  return subprocess.run([sys.executable, '-m', 'aigc_jax.main', *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _snapshot(directory):
+  """Every file under `directory` with its content hash."""
+  found = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        found[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return found
+
+
+@pytest.fixture(scope='module')
+def existing_workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('existing')
+  (workdir / 'checkpoints' / '10').mkdir(parents=True)
+  (workdir / 'checkpoints' / '10' / 'state').write_bytes(b'precious checkpoint bytes')
+  (workdir / 'config.json').write_text('{"model": "mlp"}')
+  return workdir
+
+
+BAD_INPUTS = {
+    'unknown key': (['--config.learning_rat=0.1'], "unknown config key 'learning_rat'; allowed keys: .*learning_rate"),
+    'wrong type on the command line': (['--config.batch_size=abc'], 'batch_size=abc'),
+    'wrong type in the config': (['--config={wrong_type_config}'], "config.batch_size must be int, got str '128'"),
+    'unknown model': (['--config.model=stylegan9'], "config.model='stylegan9' is not allowed; allowed: mlp, dcgan"),
+    'unknown loss': (['--config.loss=nope'], "config.loss='nope' is not allowed; allowed: non_saturating, minimax"),
+    'unknown dataset': (['--config.dataset=no_such_data'], "unknown dataset 'no_such_data'; allowed: mnist5k"),
+    'value out of range': (['--config.n_critic=0'], "config.n_critic=0 is not allowed; allowed: an integer >= 1"),
+    'batch not divisible by devices': (['--config.batch_size=12'],
+                                       'batch_size=12 .* not divisible by the device count 8; allowed: a multiple of 8'),
+    'missing config file': (['--config=configs/nope.py'], 'could not load --config'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_INPUTS))
+def test_bad_input_is_one_clear_line(case, existing_workdir, tfds_data_dir):
+  extra, pattern = BAD_INPUTS[case]
+  wrong_type_config = existing_workdir.parent / 'wrong_type_config.py'
+  wrong_type_config.write_text(
+      'import ml_collections\nfrom configs import default\n\ndef get_config():\n'
+      '  fields = default.get_config().to_dict()\n  fields["batch_size"] = "128"\n'
+      '  return ml_collections.ConfigDict(fields)\n')
+  extra = [arg.format(wrong_type_config=wrong_type_config) for arg in extra]
+  args = ['--config=configs/default.py', f'--workdir={existing_workdir}', f'--config.data_dir={tfds_data_dir}']
+  if extra[0].startswith('--config='):
+    args[0] = extra[0]
+    args = [a for a in args if not a.startswith('--config.')]
+  else:
+    args += extra
+  before = _snapshot(existing_workdir)
+  result = _run_main(*args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1, result.stderr[-2000:]
+  assert re.search(pattern, errors[0]), errors[0]
+  assert _snapshot(existing_workdir) == before
+
+
+def test_unwritable_workdir(tmp_path, tfds_data_dir):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  result = _run_main('--config=configs/default.py', f'--workdir={blocker}/run',
+                     f'--config.data_dir={tfds_data_dir}')
+  assert result.returncode == 2
+  assert 'Traceback' not in result.stderr
+  assert f"error: workdir '{blocker}/run' is not writable" in result.stderr
+  assert blocker.read_text() == 'not a directory'

@@ -1,0 +1,64 @@
+"""Model shapes on both image sizes, and the sub-pixel transposed convolution against the plain layer."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aigc_jax import models
+from aigc_jax.models.subpixel import SubpixelConvTranspose
+from configs import default
+
+
+@pytest.mark.parametrize('model', sorted(models.GAN_FAMILIES))
+@pytest.mark.parametrize('image_shape', [(28, 28, 1), (32, 32, 3)])
+def test_gan_shapes(model, image_shape):
+  config = default.get_config()
+  config.model = model
+  gan = models.create_gan(config, image_shape)
+  z = jnp.zeros((3, config.latent_dim))
+  g_vars = gan.generator.init(jax.random.key(0), z, train=False)
+  images, _ = gan.generator.apply(g_vars, z, train=True, mutable=['batch_stats'])
+  assert images.shape == (3,) + image_shape
+  assert images.dtype == jnp.float32
+  assert float(jnp.max(jnp.abs(images))) <= 1.0
+  d_vars = gan.discriminator.init(jax.random.key(1), images, train=False)
+  logits = gan.discriminator.apply(d_vars, images, train=True, rngs={'dropout': jax.random.key(2)})
+  assert logits.shape == (3,)
+
+
+def test_mlp_matches_the_seed_layout():
+  config = default.get_config()
+  gan = models.create_gan(config, (28, 28, 1))
+  g = gan.generator.init(jax.random.key(0), jnp.zeros((1, 100)))['params']
+  d = gan.discriminator.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
+  assert [g[f'Dense_{i}']['kernel'].shape for i in range(4)] == [(100, 256), (256, 512), (512, 1024),
+                                                                  (1024, 784)]
+  assert [d[f'Dense_{i}']['kernel'].shape for i in range(3)] == [(784, 512), (512, 256), (256, 1)]
+
+
+def test_dcgan_rejects_sizes_not_divisible_by_4():
+  config = default.get_config()
+  config.model = 'dcgan'
+  with pytest.raises(ValueError, match='divisible by 4'):
+    models.create_gan(config, (30, 30, 1))
+
+
+@pytest.mark.parametrize('kernel,stride,size', [(5, 2, 7), (5, 2, 14), (4, 2, 8), (3, 2, 5), (3, 3, 4)])
+def test_subpixel_conv_transpose_equals_plain_in_value_and_gradient(kernel, stride, size):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  plain = nn.ConvTranspose(4, (kernel, kernel), strides=(stride, stride), padding='SAME')
+  subpixel = SubpixelConvTranspose(4, (kernel, kernel), strides=(stride, stride))
+  variables = plain.init(jax.random.key(1), x)
+  # Same parameter tree: a checkpoint of one loads into the other.
+  assert jax.tree.map(jnp.shape, subpixel.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
+  cotangent = jax.random.normal(jax.random.key(2), (2, size * stride, size * stride, 4))
+
+  def loss(module, variables, x):
+    return jnp.sum(module.apply(variables, x) * cotangent)
+
+  np.testing.assert_allclose(subpixel.apply(variables, x), plain.apply(variables, x), atol=1e-5)
+  for argnum in (1, 2):  # weights and input
+    g_plain = jax.grad(loss, argnums=argnum)(plain, variables, x)
+    g_sub = jax.grad(loss, argnums=argnum)(subpixel, variables, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5), g_sub, g_plain)
