@@ -6,9 +6,15 @@ One checkpoint step holds three items, committed together:
 - `data`: every process's tf.data iterator position (shuffle buffer included), so a resumed run sees
   exactly the batches an uninterrupted run would have seen;
 - `config`: the run's config as JSON, for tools that rebuild the models from a workdir.
+
+Failure handling: a save killed midway leaves only an uncommitted temporary directory, which is ignored
+(and cleaned up) so the previous checkpoint is the one restored. A checkpoint that fails to restore
+(truncated or corrupt files) is reported, moved aside as `<step>.corrupt` (never deleted) and the next
+older one is tried. A save that fails (disk full, read-only workdir) raises `CheckpointError`.
 """
 import dataclasses
 import os
+import time
 from typing import Any
 
 import flax
@@ -16,7 +22,18 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 import tensorflow as tf
+from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be saved or no usable checkpoint could be restored; the message is one line."""
+
+
+def _one_line(error: BaseException) -> str:
+  text = ' '.join(str(error).split())
+  return f'{type(error).__name__}: {text[:300]}' if text else type(error).__name__
 
 
 class TfIteratorHandler(ocp.CheckpointHandler):
@@ -49,7 +66,7 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int, async_save: bool = True):
     self._manager = ocp.CheckpointManager(
         os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                              enable_async_checkpointing=async_save),
         item_handlers={'state': ocp.StandardCheckpointHandler(), 'data': TfIteratorHandler(),
                        'config': ocp.JsonCheckpointHandler()})
@@ -65,27 +82,81 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any, data_iterator: Any, config: ml_collections.ConfigDict) -> None:
-    """Starts saving `step` (asynchronously when enabled); returns once the state is safe to donate."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-        data=TfIteratorSave(data_iterator),
-        config=ocp.args.JsonSave(config.to_dict())), force=True)
+    """Starts saving `step` (asynchronously when enabled); returns once the state is safe to donate.
+
+    Raises `CheckpointError` if this save, or the previous asynchronous one, failed.
+    """
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+          data=TfIteratorSave(data_iterator),
+          config=ocp.args.JsonSave(config.to_dict())), force=True)
+    except Exception as e:  # Orbax and the file system raise many types.
+      raise CheckpointError(self._save_failed(f'saving checkpoint {step}', e)) from e
+
+  def _save_failed(self, what: str, error: BaseException) -> str:
+    good = self.latest_step()
+    kept = f'the last good checkpoint is {self.directory}/{good}' if good is not None else 'no checkpoint was kept'
+    return f'{what} in {self.directory} failed ({_one_line(error)}); {kept}'
+
+  def restore_latest(self, target_state: Any, data_iterator: Any) -> tuple[Any, int] | None:
+    """Restores the newest checkpoint that restores cleanly; None when there is none at all.
+
+    Corrupt checkpoints are skipped with a warning and moved aside as `<step>.corrupt`; if none restores,
+    raises `CheckpointError` and leaves every file where it was.
+    """
+    steps = sorted(self.all_steps(), reverse=True)
+    failures = []
+    for step in steps:
+      try:
+        state = self.restore(step, target_state, data_iterator)
+      except Exception as e:  # A damaged checkpoint can fail in many ways (tensorstore, TF, JSON, ...).
+        logging.warning('checkpoint %s/%d is unusable, trying an older one: %s', self.directory, step,
+                        _one_line(e))
+        failures.append((step, e))
+        continue
+      for bad_step, _ in failures:
+        self._quarantine(bad_step)
+      return state, step
+    if failures:
+      newest, error = failures[0]
+      raise CheckpointError(f'no usable checkpoint in {self.directory}: steps {[s for s, _ in failures]} all '
+                            f'failed to restore (step {newest}: {_one_line(error)}); nothing was deleted')
+    return None
+
+  def _quarantine(self, step: int) -> None:
+    """Moves a corrupt checkpoint out of the way (keeping its files) so that `step` can be saved again."""
+    if jax.process_index() == 0:
+      source = os.path.join(self.directory, str(step))
+      target = f'{source}.corrupt'
+      if os.path.exists(target):
+        target = f'{source}.corrupt-{int(time.time())}'
+      os.rename(source, target)
+      logging.warning('moved unusable checkpoint %s to %s', source, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'quarantined checkpoint {step}')
+    self._manager.reload()
 
   def restore(self, step: int, target_state: Any, data_iterator: Any) -> Any:
     """Restores `step` into the layout of `target_state` (arrays or `jax.ShapeDtypeStruct`s with shardings).
 
-    `data_iterator` is moved to the saved position in place.
+    `data_iterator` is moved to the saved position in place; pass None to leave the data position alone.
     """
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(flax.serialization.to_state_dict(target_state)),
-        data=TfIteratorRestore(data_iterator)))
+    items = {'state': ocp.args.StandardRestore(flax.serialization.to_state_dict(target_state))}
+    if data_iterator is not None:
+      items['data'] = TfIteratorRestore(data_iterator)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return flax.serialization.from_state_dict(target_state, restored['state'])
 
   def restore_config(self, step: int) -> dict[str, Any]:
     return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
 
   def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
+    """Blocks until the pending asynchronous save is committed; raises `CheckpointError` if it failed."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(self._save_failed('finishing a checkpoint save', e)) from e
 
   def close(self) -> None:
     self._manager.close()

@@ -56,6 +56,8 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'keep_checkpoints': ((int,), *_positive),
     'num_sample_images': ((int,), *_positive),
     'async_checkpointing': ((bool,), None, 'True or False'),
+    'max_consecutive_nonfinite': ((int,), *_positive),
+    'allow_config_change': ((bool,), None, 'True or False'),
 }
 
 

@@ -1,7 +1,9 @@
 """Entry point: `python -m aigc_jax.main --config=configs/default.py --workdir=DIR [--config.key=value ...]`.
 
 Bad input (a config file that does not load, an unknown key, a value of the wrong type or out of range, an
-unwritable workdir, a batch the devices cannot split) ends with one `error:` line and exit status 2.
+unwritable workdir, a batch the devices cannot split) ends with one `error:` line and exit status 2; a run
+that cannot continue (a checkpoint that cannot be saved or restored, too many non-finite steps) with one
+`error:` line and exit status 1. SIGTERM/SIGINT save a checkpoint and exit 0.
 """
 import importlib.util
 import os
@@ -14,11 +16,12 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and samples.')
 _EXIT_BAD_INPUT = 2
+_EXIT_RUN_FAILED = 1
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = _EXIT_BAD_INPUT) -> None:
   print(f'error: {message}', file=sys.stderr)
-  sys.exit(_EXIT_BAD_INPUT)
+  sys.exit(status)
 
 
 def _config_keys(argv: list[str]) -> list[str]:
@@ -70,6 +73,7 @@ def main(argv: list[str]) -> None:
   tf.config.set_visible_devices([], 'GPU')
   import jax  # pylint: disable=g-import-not-at-top
   from aigc_jax import train  # pylint: disable=g-import-not-at-top
+  from aigc_jax.checkpointing import CheckpointError  # pylint: disable=g-import-not-at-top
   from aigc_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
 
   logging.info('jax %s: %d process(es), %d device(s)', jax.__version__, jax.process_count(), jax.device_count())
@@ -77,6 +81,8 @@ def main(argv: list[str]) -> None:
     train.train_and_evaluate(_CONFIG.value, os.path.abspath(_WORKDIR.value))
   except ConfigError as e:
     _fail(str(e))
+  except (CheckpointError, train.TrainingStopped) as e:
+    _fail(str(e), status=_EXIT_RUN_FAILED)
 
 
 if __name__ == '__main__':

@@ -26,9 +26,11 @@ class NetworkState:
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array  # completed generator updates
+  step: jax.Array  # completed training steps (generator updates), skipped ones included
   generator: NetworkState
   discriminator: NetworkState
+  skipped_steps: jax.Array  # steps whose loss or gradients were not finite, so nothing was applied
+  consecutive_skipped: jax.Array  # the current run of such steps (0 after a good step)
 
 
 def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array, example: jax.Array) -> NetworkState:
@@ -47,6 +49,8 @@ def init_train_state(rng: jax.Array, *, gan: Gan, g_tx: optax.GradientTransforma
       step=jnp.zeros((), jnp.int32),
       generator=_init_network(gan.generator, g_tx, g_rng, jnp.zeros((1, latent_dim), jnp.float32)),
       discriminator=_init_network(gan.discriminator, d_tx, d_rng, jnp.zeros((1,) + image_shape, jnp.float32)),
+      skipped_steps=jnp.zeros((), jnp.int32),
+      consecutive_skipped=jnp.zeros((), jnp.int32),
   )
 
 

@@ -4,6 +4,10 @@
 preceded by `n_critic` discriminator updates, compiled as one program. Everything model- or
 objective-specific is bound with `functools.partial` before `jax.jit`, so the compiled functions take only
 arrays. Randomness is a pure function of the base key and `state.step`, which makes resume exact.
+
+A training step any of whose updates has a non-finite loss or gradient is not applied at all: both
+networks keep their params, variables and optimiser states, and the step is counted in `skipped_steps` /
+`consecutive_skipped`. The last good state is therefore always the current one.
 """
 from typing import Any
 
@@ -53,9 +57,11 @@ def discriminator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.
 
   (d_loss, (real_out, fake_out, variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d.params)
   updates, opt_state = d_tx.update(grads, d.opt_state, d.params)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(d_loss) & jnp.isfinite(grad_norm)  # the norm is finite iff every gradient is
   discriminator = NetworkState(optax.apply_updates(d.params, updates), variables, opt_state)
   metrics = {'d_loss': d_loss, 'd_real': jnp.mean(real_out), 'd_fake': jnp.mean(fake_out),
-             'd_grad_norm': optax.tree.norm(grads)}
+             'd_grad_norm': grad_norm, 'd_finite': finite}
   if loss.logistic:
     metrics.update(d_real_prob=jnp.mean(jax.nn.sigmoid(real_out)),
                    d_fake_prob=jnp.mean(jax.nn.sigmoid(fake_out)))
@@ -77,8 +83,11 @@ def generator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Arra
 
   (g_loss, variables), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
   updates, opt_state = g_tx.update(grads, g.opt_state, g.params)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(g_loss) & jnp.isfinite(grad_norm)
   generator = NetworkState(optax.apply_updates(g.params, updates), variables, opt_state)
-  return state.replace(generator=generator), {'g_loss': g_loss, 'g_grad_norm': optax.tree.norm(grads)}
+  return state.replace(generator=generator), {'g_loss': g_loss, 'g_grad_norm': grad_norm,
+                                              'g_finite': finite}
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, gan: Gan, loss: GanLoss,
@@ -96,12 +105,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     return discriminator_step(carry, critic_batch, critic_rng, gan=gan, loss=loss, d_tx=d_tx,
                               latent_dim=latent_dim)
 
-  state, d_metrics = jax.lax.scan(critic_update, state, (batch, rngs[:-1]), unroll=True)
+  updated, d_metrics = jax.lax.scan(critic_update, state, (batch, rngs[:-1]), unroll=True)
   last_batch = jax.tree.map(lambda x: x[-1], batch)
-  state, g_metrics = generator_step(state, last_batch, rngs[-1], gan=gan, loss=loss, g_tx=g_tx,
-                                    latent_dim=latent_dim)
-  metrics = {**jax.tree.map(jnp.mean, d_metrics), **g_metrics}
-  return state.replace(step=state.step + 1), metrics
+  updated, g_metrics = generator_step(updated, last_batch, rngs[-1], gan=gan, loss=loss, g_tx=g_tx,
+                                      latent_dim=latent_dim)
+  finite = jnp.all(d_metrics.pop('d_finite')) & g_metrics.pop('g_finite')
+  state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+  skipped = jnp.logical_not(finite).astype(jnp.int32)
+  state = state.replace(step=state.step + 1, skipped_steps=state.skipped_steps + skipped,
+                        consecutive_skipped=(state.consecutive_skipped + skipped) * skipped)
+  metrics = {**jax.tree.map(jnp.mean, d_metrics), **g_metrics, 'skipped': skipped,
+             'skipped_steps': state.skipped_steps, 'consecutive_skipped': state.consecutive_skipped}
+  return state, metrics
 
 
 def generate(state: TrainState, z: jax.Array, *, gan: Gan) -> jax.Array:

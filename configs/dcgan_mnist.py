@@ -9,6 +9,7 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.model = 'dcgan'
+  config.loss = 'non_saturating'  # the tutorial's binary cross-entropy
   config.batch_size = 256
   config.learning_rate = 1e-4  # the tutorial's Adam(1e-4) for both networks
   config.num_train_steps = 3_000

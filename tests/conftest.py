@@ -1,4 +1,5 @@
 """Test set-up: 8 fake CPU devices (before jax is imported), quiet TensorFlow, one shared TFDS data_dir."""
+import hashlib
 import os
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
@@ -9,6 +10,17 @@ import jax  # noqa: E402  (after XLA_FLAGS)
 import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def snapshot_files(directory) -> dict[str, str]:
+  """Every file under `directory` with its content hash: compare before and after to prove nothing changed."""
+  found = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        found[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return found
 
 
 @pytest.fixture(scope='session')

@@ -1,5 +1,4 @@
 """Bad input to `python -m aigc_jax.main`: one clear line, exit status 2, no traceback, workdir untouched."""
-import hashlib
 import os
 import re
 import subprocess
@@ -7,24 +6,13 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, snapshot_files
 
 
 def _run_main(*args, env_extra=None):
   env = dict(os.environ, **(env_extra or {}))
   return subprocess.run([sys.executable, '-m', 'aigc_jax.main', *args], cwd=REPO_ROOT, env=env,
                         capture_output=True, text=True, timeout=300)
-
-
-def _snapshot(directory):
-  """Every file under `directory` with its content hash."""
-  found = {}
-  for root, _, files in os.walk(directory):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        found[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
-  return found
 
 
 @pytest.fixture(scope='module')
@@ -65,14 +53,14 @@ def test_bad_input_is_one_clear_line(case, existing_workdir, tfds_data_dir):
     args = [a for a in args if not a.startswith('--config.')]
   else:
     args += extra
-  before = _snapshot(existing_workdir)
+  before = snapshot_files(existing_workdir)
   result = _run_main(*args)
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr, result.stderr[-2000:]
   errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1, result.stderr[-2000:]
   assert re.search(pattern, errors[0]), errors[0]
-  assert _snapshot(existing_workdir) == before
+  assert snapshot_files(existing_workdir) == before
 
 
 def test_unwritable_workdir(tmp_path, tfds_data_dir):
