@@ -298,14 +298,15 @@ def _fmt(value, spec: str) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-  header = ('| device | model | dtype | mode | batch | width | runs | step ms (median / p90) | img/s | img/s/device '
+  header = ('| device | model | dtype | mode | batch | width | runs | step ms (median / p90 / min) | img/s | img/s/device '
             '| input img/s | compile s | model TFLOP/s/device | XLA TFLOP/s/device | peak TFLOP/s (source) | MFU |')
   lines = [header, '|' + '---|' * (header.count('|') - 1)]
   for r in rows:
     lines.append(
         f"| {r['device_kind']} x{r['device_count']} | {r['model']} | {r['compute_dtype']} | {r['mode']} "
         f"| {r['batch_size']} | {r['width_multiplier']:g} | {r['runs']} "
-        f"| {r['step_ms']:.1f} / {r['step_ms_p90']:.1f} | {r['images_per_sec']:.0f} "
+        f"| {r['step_ms']:.1f} / {r['step_ms_p90']:.1f} / {_fmt(r.get('step_ms_min'), '.1f')} "
+        f"| {r['images_per_sec']:.0f} "
         f"| {r['images_per_sec_per_device']:.0f} | {_fmt(r.get('pipeline_images_per_sec'), '.0f')} "
         f"| {_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('model_tflops_per_sec_per_device'), '.4f')} "
         f"| {_fmt(r.get('xla_tflops_per_sec_per_device'), '.4f')} "
@@ -321,11 +322,12 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   labels = [f"{r['device_kind']} x{r['device_count']}\n{r['model']} b{r['batch_size']} w{r['width_multiplier']:g} "
             f"{r['compute_dtype']} {r['mode']}" for r in rows]
+  kinds = sorted({r['device_kind'] for r in rows})  # one colour per accelerator
   fig, axes = plt.subplots(1, 2, figsize=(14, max(3.0, 0.45 * len(rows) + 1.5)), sharey=True)
   for ax, key, title in ((axes[0], 'images_per_sec_per_device', 'images/s per device'),
                          (axes[1], 'mfu', 'MFU (model FLOP/s / peak)')):
     values = [r.get(key) or 0.0 for r in rows]
-    ax.barh(range(len(rows)), values, color=['C%d' % (hash(r['device_kind']) % 10) for r in rows])
+    ax.barh(range(len(rows)), values, color=[f'C{kinds.index(r["device_kind"]) % 10}' for r in rows])
     ax.set_title(title)
     ax.grid(axis='x', alpha=0.3)
   axes[0].set_yticks(range(len(rows)), labels, fontsize=7)
