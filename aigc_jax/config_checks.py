@@ -65,21 +65,28 @@ def _type_names(types: tuple[type, ...]) -> str:
   return ' or '.join('None' if t is type(None) else t.__name__ for t in types)
 
 
-def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int) -> None:
-  """Raises `ConfigError` for the first unknown key, wrong type, bad value or impossible device split."""
-  unknown = sorted(set(config.keys()) - set(FIELDS))
+def validate_fields(config: ml_collections.ConfigDict, fields: dict[str, tuple[tuple[type, ...], Any, str]], *,
+                    prefix: str = 'config.', start_from: str = 'configs/default.py') -> None:
+  """Raises `ConfigError` for the first key of `config` not in `fields`, missing, of a wrong type or value."""
+  unknown = sorted(set(config.keys()) - set(fields))
   if unknown:
-    raise ConfigError(f'unknown config key {unknown[0]!r}; allowed keys: {", ".join(sorted(FIELDS))}')
-  missing = sorted(set(FIELDS) - set(config.keys()))
+    raise ConfigError(f'unknown config key {prefix[len("config."):]}{unknown[0]!r}; '
+                      f'allowed keys: {", ".join(sorted(fields))}')
+  missing = sorted(set(fields) - set(config.keys()))
   if missing:
-    raise ConfigError(f'config is missing key {missing[0]!r} (start from configs/default.py)')
-  for name, (types, check, allowed) in FIELDS.items():
+    raise ConfigError(f'config is missing key {prefix[len("config."):]}{missing[0]!r} (start from {start_from})')
+  for name, (types, check, allowed) in fields.items():
     value = config[name]
     # bool is an int in Python; only accept it where bool is what the field is.
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-      raise ConfigError(f'config.{name} must be {_type_names(types)}, got {type(value).__name__} {value!r}')
+      raise ConfigError(f'{prefix}{name} must be {_type_names(types)}, got {type(value).__name__} {value!r}')
     if check is not None and not check(value):
-      raise ConfigError(f'config.{name}={value!r} is not allowed; allowed: {allowed}')
+      raise ConfigError(f'{prefix}{name}={value!r} is not allowed; allowed: {allowed}')
+
+
+def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int) -> None:
+  """Raises `ConfigError` for the first unknown key, wrong type, bad value or impossible device split."""
+  validate_fields(config, FIELDS)
   _validate_dataset(config.dataset)
   for divisor, what in ((device_count, 'device count'), (process_count, 'process count')):
     if config.batch_size % divisor:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aigc_jax import models
-from aigc_jax.models.subpixel import SubpixelConvTranspose
+from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
 from configs import default
 
 
@@ -62,3 +62,33 @@ def test_subpixel_conv_transpose_equals_plain_in_value_and_gradient(kernel, stri
     g_plain = jax.grad(loss, argnums=argnum)(plain, variables, x)
     g_sub = jax.grad(loss, argnums=argnum)(subpixel, variables, x)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5), g_sub, g_plain)
+
+
+@pytest.mark.parametrize('kernel,stride,size', [(5, 2, 28), (5, 2, 14), (5, 2, 7), (4, 2, 8), (3, 2, 5), (3, 3, 7)])
+def test_strided_conv_equals_plain_in_value_and_gradient(kernel, stride, size):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  plain = nn.Conv(4, (kernel, kernel), strides=(stride, stride), padding='SAME')
+  patches = StridedConv(4, (kernel, kernel), strides=(stride, stride))
+  variables = plain.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, patches.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
+  out_size = -(-size // stride)
+  cotangent = jax.random.normal(jax.random.key(2), (2, out_size, out_size, 4))
+
+  def loss(module, variables, x):
+    return jnp.sum(module.apply(variables, x) * cotangent)
+
+  np.testing.assert_allclose(patches.apply(variables, x), plain.apply(variables, x), atol=1e-5)
+  for argnum in (1, 2):  # weights and input
+    g_plain = jax.grad(loss, argnums=argnum)(plain, variables, x)
+    g_patches = jax.grad(loss, argnums=argnum)(patches, variables, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5), g_patches, g_plain)
+
+
+def test_dcgan_discriminator_keeps_the_plain_conv_parameter_names():
+  # A checkpoint written before the convolutions changed form still loads: same tree, same shapes.
+  config = default.get_config()
+  config.model = 'dcgan'
+  params = models.create_gan(config, (28, 28, 1)).discriminator.init(
+      jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
+  assert {name: params[name]['kernel'].shape for name in params} == {
+      'Conv_0': (5, 5, 1, 64), 'Conv_1': (5, 5, 64, 128), 'Dense_0': (6272, 1)}

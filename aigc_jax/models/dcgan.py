@@ -3,7 +3,8 @@
 G: Dense (H/4)(W/4)256 (no bias) -> BN -> LeakyReLU -> ConvT 128 k5 s1 -> BN -> LReLU -> ConvT 64 k5 s2
    -> BN -> LReLU -> ConvT C k5 s2 -> tanh.
 D: Conv 64 k5 s2 -> LReLU -> Dropout 0.3 -> Conv 128 k5 s2 -> LReLU -> Dropout 0.3 -> Dense 1.
-The stride-2 transposed convolutions use the equivalent sub-pixel form (see `subpixel.py`).
+The stride-2 transposed convolutions use the equivalent sub-pixel form, and the stride-2 convolutions the
+equivalent polyphase form (see `subpixel.py`).
 Batch norm uses Keras' momentum and epsilon (0.99, 1e-3), as the tutorial does.
 """
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from aigc_jax.models.subpixel import SubpixelConvTranspose
+from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
 
 _LEAKY_SLOPE = 0.3  # Keras' LeakyReLU default, which the tutorial uses.
 _KERNEL = (5, 5)
@@ -50,8 +51,9 @@ class DCGANDiscriminator(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = True):
     x = images.astype(self.dtype)
-    for width in self.widths:
-      x = nn.Conv(width, _KERNEL, strides=(2, 2), padding='SAME', dtype=self.dtype)(x)
+    for i, width in enumerate(self.widths):
+      # nn.Conv's function and parameter names, computed in polyphase form (see `subpixel.py`).
+      x = StridedConv(width, _KERNEL, strides=(2, 2), dtype=self.dtype, name=f'Conv_{i}')(x)
       x = nn.leaky_relu(x, _LEAKY_SLOPE)
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = x.reshape(x.shape[0], -1)

@@ -1,5 +1,6 @@
-"""A strided transposed convolution computed as `stride**2` small stride-1 convolutions (sub-pixel form).
+"""Strided convolutions, transposed and plain, in forms XLA:CPU runs fast; same parameters and function.
 
+Transposed (sub-pixel form): computed as `stride**2` small stride-1 convolutions.
 `SubpixelConvTranspose` has the same parameters and computes the same function as
 `flax.linen.ConvTranspose(..., padding='SAME', transpose_kernel=False)`; only the computation differs.
 A stride-s transposed convolution dilates its input with s-1 zeros between pixels and convolves; most
@@ -7,6 +8,14 @@ kernel taps then multiply zeros. Each output phase (row % s, column % s) only ev
 the kernel taps, so we convolve the undilated input once per phase with that sub-kernel and interleave
 the phases (depth-to-space). Work drops by s**2, and XLA:CPU's slow path for the dilated convolution's
 weight gradient (over a second per DCGAN step, measured) is never taken.
+
+Plain (patches form): `StridedConv` has the same parameters and function as
+`flax.linen.Conv(..., strides=(s, s), padding='SAME')`, computed as one strided slice of the padded input
+per kernel tap, concatenated along channels (im2col), and one matmul with the reshaped kernel. Same work;
+its gradients are a matmul and pads. Inside the DCGAN train step, XLA:CPU emits the native strided
+convolution's input gradient (lhs-dilated) and weight gradient (rhs-dilated) with its naive loop emitter,
+not its fast convolution kernels (seen in the compiled HLO as loop-emitted `convolution`s); a stride-1
+polyphase rewrite still left those gradients on the naive path inside the step; a matmul never is.
 """
 from typing import Any, Callable
 
@@ -71,4 +80,44 @@ class SubpixelConvTranspose(nn.Module):
     bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = conv_transpose_subpixel(x, kernel, self.strides[0])
+    return y + bias if bias is not None else y
+
+
+def conv_strided_patches(x: jax.Array, kernel: jax.Array, stride: int, precision=None) -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME')` for NHWC `x` and HWIO `kernel`."""
+  batch, height, width, channels = x.shape
+  kernel_h, kernel_w, _, features = kernel.shape
+  out_h, out_w = -(-height // stride), -(-width // stride)
+  pad_h = max((out_h - 1) * stride + kernel_h - height, 0)
+  pad_w = max((out_w - 1) * stride + kernel_w - width, 0)
+  x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+  # Tap (i, j) of output (o, p) reads padded input (stride*o + i, stride*p + j): one strided slice per tap.
+  patches = jnp.concatenate(
+      [x[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
+       for i in range(kernel_h) for j in range(kernel_w)], axis=-1)   # [B, out_h, out_w, kh*kw*C]
+  y = jnp.dot(patches.reshape(-1, kernel_h * kernel_w * channels), kernel.reshape(-1, features),
+              precision=precision)
+  return y.reshape(batch, out_h, out_w, features)
+
+
+class StridedConv(nn.Module):
+  """Drop-in for `nn.Conv(features, (k, k), strides=(s, s), padding='SAME')`, same params."""
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int]
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    if self.strides[0] != self.strides[1]:
+      raise ValueError(f'needs equal strides, got {self.strides}')
+    kernel = self.param('kernel', self.kernel_init,
+                        tuple(self.kernel_size) + (x.shape[-1], self.features), self.param_dtype)
+    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv_strided_patches(x, kernel, self.strides[0])
     return y + bias if bias is not None else y

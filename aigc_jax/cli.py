@@ -1,0 +1,50 @@
+"""Command-line plumbing shared by the entry points: absl flag errors as one `error:` line, exit status 2."""
+import importlib.util
+import sys
+
+from absl import flags
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+
+
+def fail(message: str, status: int = EXIT_BAD_INPUT) -> None:
+  """Prints `error: message` to stderr and exits with `status` (2: bad input; 1: the run failed)."""
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(status)
+
+
+def _config_keys(argv: list[str]) -> list[str]:
+  """Top-level keys of the config file named on the command line (for error messages)."""
+  for arg in argv:
+    if arg.startswith('--config='):
+      path = arg.split('=', 1)[1].split(':')[0]
+      spec = importlib.util.spec_from_file_location('_config_for_keys', path)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      return sorted(module.get_config().keys())
+  return []
+
+
+def parse_flags(argv: list[str], config_flag=None, *, example: str = 'configs/default.py') -> list[str]:
+  """absl flag parsing whose failures are one line, not a traceback or a usage dump.
+
+  With `config_flag` (a `config_flags.DEFINE_config_file` holder), the config is also required to load.
+  """
+  try:
+    remaining = flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e).splitlines()[0])
+  except (AttributeError, KeyError) as e:  # config_flags: an override names a key the config lacks.
+    keys = _config_keys(argv)
+    overrides = [arg[len('--config.'):].split('=')[0] for arg in argv if arg.startswith('--config.')]
+    unknown = [key for key in overrides if key.split('.')[0] not in keys] or [str(e)]
+    fail(f'unknown config key {unknown[0]!r}; allowed keys: {", ".join(keys)}')
+  if config_flag is not None:
+    if config_flag.value is None:
+      fail(f'--config is required, e.g. --config={example}')
+    try:
+      config_flag.value.keys()  # A config file that failed to load is only reported on first use.
+    except Exception as e:  # pylint: disable=broad-except
+      fail(f'could not load --config: {str(e).splitlines()[0] if str(e) else type(e).__name__}')
+  return remaining

@@ -1,0 +1,105 @@
+"""Analytic model FLOPs of one train step, counted layer by layer from the config and the image shape.
+
+The formula (only matmuls and convolutions count; elementwise ops, batch norm, the optimiser are left out):
+
+* A layer's forward pass costs `F = 2 * MACs`. For a dense layer, MACs = B * n_in * n_out. For a
+  convolution, MACs = B * C_in * C_out * (valid taps along H) * (valid taps along W), where the valid taps
+  along an axis are the (output position, kernel tap) pairs that read a real input pixel, not padding
+  (`_conv_taps`, `_conv_transpose_taps`). That is the useful work; XLA's cost analysis also counts the
+  taps that multiply padding, so it reads somewhat higher for the DCGAN's 5x5 kernels on 7x7 maps.
+* Its backward pass costs `F` for the weight gradient plus `F` for the input gradient, and the input
+  gradient is not computed where nothing needs it: the first layer of the network the loss is
+  differentiated through does not send a gradient into the data or the latents.
+* One train step (see `steps.train_step`), batch B, per discriminator update (`n_critic` of them):
+    G forward on B latents (the fakes) + D forward on 2B (real and fake together)
+    + D backward on 2B (weight gradients; input gradients for every layer but the first);
+  and then one generator update:
+    G forward on B + D forward on B + D backward on B, input gradients only (D's weights are not updated)
+    + G backward on B (weight gradients; input gradients for every layer but the first).
+"""
+import dataclasses
+import math
+
+import ml_collections
+
+from aigc_jax.models.subpixel import _phase_taps
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """One matmul or convolution: its forward MACs per example."""
+  name: str
+  macs: int
+
+
+def _conv_taps(size: int, kernel: int, stride: int) -> int:
+  """(output, tap) pairs of a 'SAME' convolution along one axis that read a real input pixel."""
+  out = -(-size // stride)
+  before = max((out - 1) * stride + kernel - size, 0) // 2
+  return sum(0 <= o * stride + t - before < size for o in range(out) for t in range(kernel))
+
+
+def _conv_transpose_taps(size: int, kernel: int, stride: int) -> int:
+  """(output, tap) pairs of a 'SAME' transposed convolution along one axis that read a real input pixel."""
+  total = 0
+  for phase in range(stride):
+    _, offsets = _phase_taps(kernel, stride, phase)
+    total += sum(0 <= m + offset < size for m in range(size) for offset in offsets)
+  return total
+
+
+def _width(n: int, multiplier: float) -> int:
+  return max(1, round(n * multiplier))  # as the model families scale their widths
+
+
+def mlp_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
+  """Generator and discriminator layers of `models/mlp.py`."""
+  pixels = math.prod(image_shape)
+  g_widths = [config.latent_dim] + [_width(n, config.width_multiplier) for n in (256, 512, 1024)] + [pixels]
+  d_widths = [pixels] + [_width(n, config.width_multiplier) for n in (512, 256)] + [1]
+  dense = lambda prefix, w: [Layer(f'{prefix}.dense{i}', a * b) for i, (a, b) in enumerate(zip(w, w[1:]))]
+  return dense('G', g_widths), dense('D', d_widths)
+
+
+def dcgan_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
+  """Generator and discriminator layers of `models/dcgan.py` (5x5 kernels)."""
+  height, width, channels = image_shape
+  g1, g2, g3 = (_width(n, config.width_multiplier) for n in (256, 128, 64))
+  d1, d2 = (_width(n, config.width_multiplier) for n in (64, 128))
+  h4, w4 = height // 4, width // 4
+  tconv = lambda name, h, w, s, c_in, c_out: Layer(
+      name, _conv_transpose_taps(h, 5, s) * _conv_transpose_taps(w, 5, s) * c_in * c_out)
+  conv = lambda name, h, w, c_in, c_out: Layer(name, _conv_taps(h, 5, 2) * _conv_taps(w, 5, 2) * c_in * c_out)
+  generator = [Layer('G.dense', config.latent_dim * h4 * w4 * g1),
+               tconv('G.tconv1_s1', h4, w4, 1, g1, g2),
+               tconv('G.tconv2_s2', h4, w4, 2, g2, g3),
+               tconv('G.tconv3_s2', 2 * h4, 2 * w4, 2, g3, channels)]
+  discriminator = [conv('D.conv1_s2', height, width, channels, d1),
+                   conv('D.conv2_s2', -(-height // 2), -(-width // 2), d1, d2),
+                   Layer('D.dense', -(-height // 4) * -(-width // 4) * d2)]
+  return generator, discriminator
+
+
+LAYER_COUNTERS = {'mlp': mlp_layers, 'dcgan': dcgan_layers}
+
+
+def _forward(layers: list[Layer]) -> int:
+  return sum(2 * layer.macs for layer in layers)
+
+
+def _backward(layers: list[Layer], *, weights: bool, inputs: bool) -> int:
+  """Weight gradients of every layer and/or input gradients of every layer but the first."""
+  return (_forward(layers) if weights else 0) + (_forward(layers[1:]) if inputs else 0)
+
+
+def train_step_flops(config: ml_collections.ConfigDict, image_shape) -> int:
+  """Model FLOPs of one `steps.train_step` at `config.batch_size` (global), as in the module docstring."""
+  generator, discriminator = LAYER_COUNTERS[config.model](config, tuple(image_shape))
+  batch = config.batch_size
+  critic_update = (batch * _forward(generator) + 2 * batch * _forward(discriminator)
+                   + 2 * batch * _backward(discriminator, weights=True, inputs=True))
+  # Through D into G: D's input gradient at every D layer, including the first (it reaches the fakes);
+  # that costs one D forward.
+  generator_update = (batch * _forward(generator) + 2 * batch * _forward(discriminator)
+                      + batch * _backward(generator, weights=True, inputs=True))
+  return config.n_critic * critic_update + generator_update

@@ -1,0 +1,95 @@
+"""The benchmark end to end on the 8 fake CPU devices: a valid JSON line, a report, one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from aigc_jax import benchmark
+from tests.conftest import REPO_ROOT
+
+REQUIRED_KEYS = ('model', 'batch_size', 'device_kind', 'device_count', 'images_per_sec',
+                 'images_per_sec_per_device', 'step_ms', 'compile_s', 'model_tflops_per_sec_per_device', 'mfu')
+TINY = ['--config=configs/benchmark.py', '--config.batch_size=16', '--config.width_multiplier=0.125',
+        '--config.shuffle_buffer=64', '--config.benchmark.warmup_steps=2', '--config.benchmark.timed_steps=3',
+        '--config.benchmark.pipeline_batches=3', '--config.benchmark.gemm_size=128']
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, '-m', 'aigc_jax.benchmark', *args], cwd=REPO_ROOT, env=dict(os.environ),
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope='module')
+def results_file(tmp_path_factory, tfds_data_dir):
+  """Two real runs on the fake devices, appended to one file: dcgan synthetic and mlp end to end."""
+  path = tmp_path_factory.mktemp('bench') / 'results.jsonl'
+  for extra in (['--config.model=dcgan', '--config.benchmark.mode=synthetic'],
+                ['--config.model=mlp', '--config.benchmark.mode=pipeline', '--config.compute_dtype=bfloat16']):
+    result = _run(*TINY, f'--config.data_dir={tfds_data_dir}', f'--results={path}', *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+  return path
+
+
+def test_each_run_appends_one_valid_json_line(results_file):
+  records = [json.loads(line) for line in results_file.read_text().splitlines()]
+  assert [(r['model'], r['mode'], r['compute_dtype']) for r in records] == [
+      ('dcgan', 'synthetic', 'float32'), ('mlp', 'pipeline', 'bfloat16')]
+  for record in records:
+    assert all(key in record for key in REQUIRED_KEYS), sorted(set(REQUIRED_KEYS) - set(record))
+    assert record['device_count'] == 8 and record['process_count'] == 1 and record['device_kind'] == 'cpu'
+    assert record['timed_steps'] == 3 and record['batch_size'] == 16
+    assert 0 < record['step_ms'] <= record['step_ms_p90']
+    assert record['images_per_sec'] == pytest.approx(16 / (record['step_ms'] / 1e3))
+    assert record['images_per_sec_per_device'] == pytest.approx(record['images_per_sec'] / 8)
+    assert record['peak_source'] == 'measured 128^2 GEMM' and record['peak_tflops_per_device'] > 0
+    assert record['mfu'] == pytest.approx(record['model_tflops_per_sec_per_device']
+                                          / record['peak_tflops_per_device'])
+    assert record['model_flops_per_step'] > 0 and record['xla_flops_per_step_per_device'] > 0
+    assert record['pipeline_images_per_sec'] > 0 and record['compile_s'] > 0
+    assert record['peak_memory_bytes'] is None  # CPU keeps no allocator statistics
+    assert record['compiled_memory_bytes'] > 0
+
+
+def test_report_writes_a_table_and_a_plot(results_file, tmp_path):
+  out = tmp_path / 'report'
+  result = _run('report', str(results_file), str(results_file), f'--out={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = (tmp_path / 'report.md').read_text()
+  assert table == result.stdout
+  rows = table.splitlines()[2:]
+  assert len(rows) == 2 and '| cpu x8 | dcgan | float32 | synthetic | 16 |' in rows[0]
+  assert rows[0].split('|')[7].strip() == '2'  # the same file twice: two runs of each configuration
+  assert (tmp_path / 'report.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--config.benchmark.mode=fast'], "config.benchmark.mode='fast' is not allowed; allowed: synthetic, pipeline"),
+    (['--config.benchmark.timed_steps=0'], 'config.benchmark.timed_steps=0 is not allowed; allowed: an integer >= 1'),
+    (['--config.model=vit'], "config.model='vit' is not allowed; allowed: mlp, dcgan"),
+    ([], '--results is required'),
+])
+def test_bad_input_is_one_clear_line(args, message, tfds_data_dir, tmp_path):
+  results = [] if not args else [f'--results={tmp_path / "r.jsonl"}']
+  result = _run(*TINY, f'--config.data_dir={tfds_data_dir}', *results, *args)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert errors == [f'error: {message}'] or (len(errors) == 1 and message in errors[0]), result.stderr[-3000:]
+  assert not (tmp_path / 'r.jsonl').exists()
+
+
+def test_report_rejects_a_file_that_is_not_results(tmp_path):
+  bad = tmp_path / 'notes.txt'
+  bad.write_text('hello\n')
+  result = _run('report', str(bad), f'--out={tmp_path / "report"}')
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert f'error: {bad}:1 is not a JSON line' in result.stderr
+
+
+def test_peak_table_picks_the_right_accelerator():
+  assert benchmark.table_peak_tflops('TPU v5 lite', 'bfloat16') == 197.0
+  assert benchmark.table_peak_tflops('TPU v5p', 'bfloat16') == 459.0
+  assert benchmark.table_peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.0
+  assert benchmark.table_peak_tflops('NVIDIA H200', 'float32') == 494.7
+  assert benchmark.table_peak_tflops('cpu', 'float32') is None
