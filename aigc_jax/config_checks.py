@@ -56,6 +56,23 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'keep_checkpoints': ((int,), *_positive),
     'num_sample_images': ((int,), *_positive),
     'async_checkpointing': ((bool,), None, 'True or False'),
+    'eval_every_steps': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = off)'),
+    'eval': ((ml_collections.ConfigDict,), None, 'a group of the fields in EVAL_FIELDS'),
+}
+FEATURE_NETWORKS = ('digits_classifier', 'inception')
+EVAL_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    'feature_network': ((str,), lambda v: v in FEATURE_NETWORKS, ', '.join(FEATURE_NETWORKS)),
+    'num_samples': ((int,), lambda v: v >= 10, 'an integer >= 10'),
+    'batch_size': ((int,), *_positive),
+    'reference_split': ((str,), None, 'a TFDS split'),
+    'num_reference': ((int,), lambda v: v == 0 or v >= 10, '0 (the whole split) or an integer >= 10'),
+    'seed': ((int,), *_non_negative),
+    'kid_subsets': ((int,), lambda v: v >= 2, 'an integer >= 2'),
+    'kid_subset_size': ((int,), lambda v: v >= 2, 'an integer >= 2'),
+    'pr_k': ((int,), *_positive),
+    'inception_weights': ((str, type(None)), None, 'a file path or None'),
+    'classifier_train_steps': ((int,), *_positive),
+    'cache_dir': ((str, type(None)), None, 'a directory or None'),
 }
 
 
@@ -65,24 +82,33 @@ def _type_names(types: tuple[type, ...]) -> str:
 
 def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int) -> None:
   """Raises `ConfigError` for the first unknown key, wrong type, bad value or impossible device split."""
-  unknown = sorted(set(config.keys()) - set(FIELDS))
+  _check_fields(config, FIELDS, 'config')
+  _check_fields(config.eval, EVAL_FIELDS, 'config.eval')
+  _validate_dataset(config.dataset)
+  for field in ('batch_size', 'eval.batch_size'):
+    value = config.eval.batch_size if field.startswith('eval.') else config.batch_size
+    for divisor, what in ((device_count, 'device count'), (process_count, 'process count')):
+      if value % divisor:
+        raise ConfigError(f'config.{field}={value} (global) is not divisible by the {what} '
+                          f'{divisor}; allowed: a multiple of {divisor}')
+
+
+def _check_fields(group: ml_collections.ConfigDict, fields: dict[str, tuple[tuple[type, ...], Any, str]],
+                  prefix: str) -> None:
+  unknown = sorted(set(group.keys()) - set(fields))
+  where = '' if prefix == 'config' else f' in {prefix}'
   if unknown:
-    raise ConfigError(f'unknown config key {unknown[0]!r}; allowed keys: {", ".join(sorted(FIELDS))}')
-  missing = sorted(set(FIELDS) - set(config.keys()))
+    raise ConfigError(f'unknown config key {unknown[0]!r}{where}; allowed keys: {", ".join(sorted(fields))}')
+  missing = sorted(set(fields) - set(group.keys()))
   if missing:
-    raise ConfigError(f'config is missing key {missing[0]!r} (start from configs/default.py)')
-  for name, (types, check, allowed) in FIELDS.items():
-    value = config[name]
+    raise ConfigError(f'config is missing key {missing[0]!r}{where} (start from configs/default.py)')
+  for name, (types, check, allowed) in fields.items():
+    value = group[name]
     # bool is an int in Python; only accept it where bool is what the field is.
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-      raise ConfigError(f'config.{name} must be {_type_names(types)}, got {type(value).__name__} {value!r}')
+      raise ConfigError(f'{prefix}.{name} must be {_type_names(types)}, got {type(value).__name__} {value!r}')
     if check is not None and not check(value):
-      raise ConfigError(f'config.{name}={value!r} is not allowed; allowed: {allowed}')
-  _validate_dataset(config.dataset)
-  for divisor, what in ((device_count, 'device count'), (process_count, 'process count')):
-    if config.batch_size % divisor:
-      raise ConfigError(f'config.batch_size={config.batch_size} (global) is not divisible by the {what} '
-                        f'{divisor}; allowed: a multiple of {divisor}')
+      raise ConfigError(f'{prefix}.{name}={value!r} is not allowed; allowed: {allowed}')
 
 
 def _validate_dataset(name: str) -> None:

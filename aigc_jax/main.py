@@ -5,20 +5,16 @@ unwritable workdir, a batch the devices cannot split) ends with one `error:` lin
 """
 import importlib.util
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from aigc_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file with get_config().',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and samples.')
-_EXIT_BAD_INPUT = 2
-
-
-def _fail(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(_EXIT_BAD_INPUT)
+_fail = cli.fail
 
 
 def _config_keys(argv: list[str]) -> list[str]:
@@ -35,15 +31,7 @@ def _config_keys(argv: list[str]) -> list[str]:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing whose failures are one line, not a traceback or a usage dump."""
-  try:
-    remaining = flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e).splitlines()[0])
-  except (AttributeError, KeyError) as e:  # config_flags: an override names a key the config lacks.
-    keys = _config_keys(argv)
-    overrides = [arg[len('--config.'):].split('=')[0] for arg in argv if arg.startswith('--config.')]
-    unknown = [key for key in overrides if key.split('.')[0] not in keys] or [str(e)]
-    _fail(f'unknown config key {unknown[0]!r}; allowed keys: {", ".join(keys)}')
+  remaining = cli.parse_flags(argv, _config_keys)
   if _CONFIG.value is None:
     _fail('--config is required, e.g. --config=configs/default.py')
   try:
@@ -55,19 +43,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   return remaining
 
 
-def _quiet_orbax_info() -> None:
-  """Orbax logs several INFO lines per save; keep its warnings and errors, drop the rest from the console."""
-  logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= logging.converter.STANDARD_WARNING or '/orbax/' not in record.pathname)
-
-
 def main(argv: list[str]) -> None:
-  _quiet_orbax_info()
+  cli.quiet_orbax_info()
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  # tf.data only feeds the host; keep TensorFlow off the accelerators jax owns.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
+  cli.hide_gpus_from_tensorflow()
   import jax  # pylint: disable=g-import-not-at-top
   from aigc_jax import train  # pylint: disable=g-import-not-at-top
   from aigc_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
