@@ -79,10 +79,10 @@ def generate_images(run, z):
                      out_shardings=sharding_lib.replicated(run.mesh))
   devices = run.mesh.size
   batch = min(256, -(-len(z) // devices) * devices)
-  z = np.asarray(z)
-  z = np.concatenate([z, np.zeros((-len(z) % batch, z.shape[1]), z.dtype)])
+  count, z = len(z), np.asarray(z)
+  z = np.concatenate([z, np.zeros((-count % batch, z.shape[1]), z.dtype)])  # whole batches; trimmed below
   images = np.concatenate([np.asarray(generate(run.state, jax.device_put(z[i:i + batch], split)))
-                           for i in range(0, len(z), batch)])
+                           for i in range(0, len(z), batch)])[:count]
   return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 

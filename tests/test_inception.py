@@ -15,7 +15,19 @@ import pytest
 from aigc_jax.config_checks import ConfigError
 from aigc_jax.evaluation import inception
 
-_HAS_REFERENCE = all(importlib.util.find_spec(m) for m in ('torch', 'pytorch_fid'))
+
+
+def _reference_importable() -> bool:
+  if not all(importlib.util.find_spec(m) for m in ('torch', 'pytorch_fid')):
+    return False
+  try:
+    import pytorch_fid.inception  # noqa: F401  (imports torchvision, whose compiled ops must match torch)
+    return True
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+_HAS_REFERENCE = _reference_importable()
 
 
 def _random_variables(seed=0):
@@ -89,7 +101,7 @@ def _pytorch_fid_pool_features(state_dict, images):
     return model(batch)[0][:, :, 0, 0].numpy()
 
 
-@pytest.mark.skipif(not _HAS_REFERENCE, reason='needs torch and pytorch-fid (optional: pip install torch pytorch-fid)')
+@pytest.mark.skipif(not _HAS_REFERENCE, reason='needs torch, torchvision and pytorch-fid importable (optional: pip install torch pytorch-fid)')
 def test_matches_pytorch_fid_on_random_weights():
   variables = _random_variables()
   state_dict = inception.to_torch_layout(variables)
