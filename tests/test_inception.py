@@ -113,14 +113,16 @@ def test_matches_pytorch_fid_on_random_weights():
 
 _WEIGHTS = os.environ.get(inception.WEIGHTS_ENV)
 
+_WEIGHTS_SKIP = (f'the FID weights file is absent (set ${inception.WEIGHTS_ENV} to {inception.WEIGHTS_FILE} '
+                 f'from {inception.WEIGHTS_URL})' if not (_WEIGHTS and os.path.isfile(_WEIGHTS))
+                 else None if _HAS_REFERENCE else 'needs torch, torchvision and pytorch-fid importable to compute '
+                 'the reference activations')
 
-@pytest.mark.skipif(not (_WEIGHTS and os.path.isfile(_WEIGHTS)),
-                    reason=f'the FID weights file is absent (set ${inception.WEIGHTS_ENV} to '
-                           f'{inception.WEIGHTS_FILE} from {inception.WEIGHTS_URL})')
-@pytest.mark.skipif(not _HAS_REFERENCE, reason='needs torch and pytorch-fid to compute the reference activations')
+
+@pytest.mark.skipif(_WEIGHTS_SKIP is not None, reason=_WEIGHTS_SKIP or '')
 def test_matches_reference_activations_with_the_fid_weights():
   variables = inception.load_variables(_WEIGHTS)
   images = _images(count=4, size=28, channels=1)
   ours = np.asarray(jax.jit(inception.apply)(variables, images)[0])
-  theirs = _pytorch_fid_pool_features(inception.read_torch_weights(_WEIGHTS), images)
+  theirs = _pytorch_fid_pool_features(inception.to_torch_layout(variables), images)  # .pth or .npz alike
   np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3 * np.abs(theirs).max())
