@@ -148,6 +148,12 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return flax.serialization.from_state_dict(target_state, restored['state'])
 
+  def restore_state(self, step: int, target_state: Any) -> Any:
+    """Restores only the train state of `step` (for tools that evaluate or sample, with no data iterator)."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(flax.serialization.to_state_dict(target_state))))
+    return flax.serialization.from_state_dict(target_state, restored['state'])
+
   def restore_config(self, step: int) -> dict[str, Any]:
     return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
 

@@ -1,6 +1,11 @@
-"""Command-line plumbing shared by the entry points: absl flag errors as one `error:` line, exit status 2."""
+"""Command-line plumbing shared by the entry points (`main`, `benchmark`, `evaluate`, `sample`).
+
+Bad input ends with one `error: ...` line on stderr and exit status 2 (no traceback, no usage dump); a
+run that cannot continue ends the same way with exit status 1.
+"""
 import importlib.util
 import sys
+from typing import Callable, NoReturn
 
 from absl import flags
 
@@ -8,14 +13,14 @@ EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
 
 
-def fail(message: str, status: int = EXIT_BAD_INPUT) -> None:
+def fail(message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
   """Prints `error: message` to stderr and exits with `status` (2: bad input; 1: the run failed)."""
   print(f'error: {message}', file=sys.stderr)
   sys.exit(status)
 
 
-def _config_keys(argv: list[str]) -> list[str]:
-  """Top-level keys of the config file named on the command line (for error messages)."""
+def config_keys_from_file(argv: list[str]) -> list[str]:
+  """Top-level keys of the config file named by `--config=` on the command line (for error messages)."""
   for arg in argv:
     if arg.startswith('--config='):
       path = arg.split('=', 1)[1].split(':')[0]
@@ -26,17 +31,19 @@ def _config_keys(argv: list[str]) -> list[str]:
   return []
 
 
-def parse_flags(argv: list[str], config_flag=None, *, example: str = 'configs/default.py') -> list[str]:
+def parse_flags(argv: list[str], config_flag=None, *, example: str = 'configs/default.py',
+                config_keys: Callable[[list[str]], list[str]] = config_keys_from_file) -> list[str]:
   """absl flag parsing whose failures are one line, not a traceback or a usage dump.
 
-  With `config_flag` (a `config_flags.DEFINE_config_file` holder), the config is also required to load.
+  With `config_flag` (a `config_flags.DEFINE_config_file` holder) the config is also required to load.
+  `config_keys(argv)` lists the allowed keys for the message about an unknown `--config.<key>` override.
   """
   try:
     remaining = flags.FLAGS(argv)
   except flags.Error as e:
     fail(str(e).splitlines()[0])
   except (AttributeError, KeyError) as e:  # config_flags: an override names a key the config lacks.
-    keys = _config_keys(argv)
+    keys = config_keys(argv)
     overrides = [arg[len('--config.'):].split('=')[0] for arg in argv if arg.startswith('--config.')]
     unknown = [key for key in overrides if key.split('.')[0] not in keys] or [str(e)]
     fail(f'unknown config key {unknown[0]!r}; allowed keys: {", ".join(keys)}')
@@ -48,3 +55,16 @@ def parse_flags(argv: list[str], config_flag=None, *, example: str = 'configs/de
     except Exception as e:  # pylint: disable=broad-except
       fail(f'could not load --config: {str(e).splitlines()[0] if str(e) else type(e).__name__}')
   return remaining
+
+
+def quiet_orbax_info() -> None:
+  """Orbax logs several INFO lines per save; keep its warnings and errors, drop the rest from the console."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= logging.converter.STANDARD_WARNING or '/orbax/' not in record.pathname)
+
+
+def hide_gpus_from_tensorflow() -> None:
+  """tf.data only feeds the host; keep TensorFlow off the accelerators jax owns."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')

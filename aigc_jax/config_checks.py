@@ -58,6 +58,23 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'async_checkpointing': ((bool,), None, 'True or False'),
     'max_consecutive_nonfinite': ((int,), *_positive),
     'allow_config_change': ((bool,), None, 'True or False'),
+    'eval_every_steps': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = off)'),
+    'eval': ((ml_collections.ConfigDict,), None, 'a group of the fields in EVAL_FIELDS'),
+}
+FEATURE_NETWORKS = ('digits_classifier', 'inception')
+EVAL_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    'feature_network': ((str,), lambda v: v in FEATURE_NETWORKS, ', '.join(FEATURE_NETWORKS)),
+    'num_samples': ((int,), lambda v: v >= 10, 'an integer >= 10'),
+    'batch_size': ((int,), *_positive),
+    'reference_split': ((str,), None, 'a TFDS split'),
+    'num_reference': ((int,), lambda v: v == 0 or v >= 10, '0 (the whole split) or an integer >= 10'),
+    'seed': ((int,), *_non_negative),
+    'kid_subsets': ((int,), lambda v: v >= 2, 'an integer >= 2'),
+    'kid_subset_size': ((int,), lambda v: v >= 2, 'an integer >= 2'),
+    'pr_k': ((int,), *_positive),
+    'inception_weights': ((str, type(None)), None, 'a file path or None'),
+    'classifier_train_steps': ((int,), *_positive),
+    'cache_dir': ((str, type(None)), None, 'a directory or None'),
 }
 
 
@@ -87,11 +104,13 @@ def validate_fields(config: ml_collections.ConfigDict, fields: dict[str, tuple[t
 def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int) -> None:
   """Raises `ConfigError` for the first unknown key, wrong type, bad value or impossible device split."""
   validate_fields(config, FIELDS)
+  validate_fields(config.eval, EVAL_FIELDS, prefix='config.eval.')
   _validate_dataset(config.dataset)
-  for divisor, what in ((device_count, 'device count'), (process_count, 'process count')):
-    if config.batch_size % divisor:
-      raise ConfigError(f'config.batch_size={config.batch_size} (global) is not divisible by the {what} '
-                        f'{divisor}; allowed: a multiple of {divisor}')
+  for field, value in (('batch_size', config.batch_size), ('eval.batch_size', config.eval.batch_size)):
+    for divisor, what in ((device_count, 'device count'), (process_count, 'process count')):
+      if value % divisor:
+        raise ConfigError(f'config.{field}={value} (global) is not divisible by the {what} '
+                          f'{divisor}; allowed: a multiple of {divisor}')
 
 
 def _validate_dataset(name: str) -> None:

@@ -98,3 +98,18 @@ def global_batches(local_iterator: Iterator, sharding: jax.sharding.Sharding,
     yield {key: jax.make_array_from_process_local_data(sharding, np.asarray(local[key]),
                                                        shapes[key].shape)
            for key in shapes}
+
+
+def real_images(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, split: str,
+                limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """All images of `split` (the first `limit` if > 0) in file order, as the models see them: float32
+  `[N, H, W, C]` in [-1, 1], and their int32 labels. For evaluation references, so no shuffling."""
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  if limit:
+    ds = ds.take(limit)
+  ds = ds.map(lambda ex: _preprocess(ex, image_key=config.image_key, label_key=config.label_key,
+                                     image_size=config.image_size)).batch(1024)
+  images, labels = zip(*((b['image'], b['label']) for b in tfds.as_numpy(ds))) or ((), ())
+  if not images:
+    raise ValueError(f'split {split!r} of {config.dataset!r} has no examples')
+  return np.concatenate(images), np.concatenate(labels)

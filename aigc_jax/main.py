@@ -25,19 +25,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   return remaining
 
 
-def _quiet_orbax_info() -> None:
-  """Orbax logs several INFO lines per save; keep its warnings and errors, drop the rest from the console."""
-  logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= logging.converter.STANDARD_WARNING or '/orbax/' not in record.pathname)
-
-
 def main(argv: list[str]) -> None:
-  _quiet_orbax_info()
+  cli.quiet_orbax_info()
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  # tf.data only feeds the host; keep TensorFlow off the accelerators jax owns.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
+  cli.hide_gpus_from_tensorflow()
   import jax  # pylint: disable=g-import-not-at-top
   from aigc_jax import train  # pylint: disable=g-import-not-at-top
   from aigc_jax.checkpointing import CheckpointError  # pylint: disable=g-import-not-at-top

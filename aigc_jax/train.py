@@ -28,6 +28,7 @@ from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax import steps
 from aigc_jax.config_checks import ConfigError
+from aigc_jax.evaluation import evaluator as evaluator_lib
 
 _SAMPLE_KEY = 0x5A4D  # folds into the seed for the fixed latent batch of the sample grids
 # Fields that, changed between a checkpoint and its resume, silently make it a different run.
@@ -79,7 +80,7 @@ class PreemptionWatch(contextlib.AbstractContextManager):
     return self._requested.is_set()
 
 
-def _prepare_dataset(config: ml_collections.ConfigDict):
+def prepare_dataset(config: ml_collections.ConfigDict):
   try:
     return input_pipeline.get_builder(config)
   except Exception as e:  # tfds raises many types (network, missing files, checksum, ...)
@@ -161,12 +162,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       logging.warning('could not read the config of checkpoint %d: %s', latest, e)
     else:
       changed_fields = _check_resume_compatible(config, saved_config, f'{checkpointer.directory}/{latest}')
-  builder = _prepare_dataset(config)
+  builder = prepare_dataset(config)
   info = input_pipeline.dataset_info(config, builder)
   try:
     gan = models.create_gan(config, info.image_shape)
   except ValueError as e:
     raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
+  # The feature network loads (or trains, once) here, so a missing weights file fails before any writing.
+  feature_network = (evaluator_lib.load_feature_network(config, info.image_shape)
+                     if config.eval_every_steps else None)
   gan_loss = losses.get_gan_loss(config.loss)
   g_tx = optimizers.create_optimizer(config, 'generator')
   d_tx = optimizers.create_optimizer(config, 'discriminator')
@@ -233,6 +237,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       image_grid.save_png(grid, os.path.join(workdir, 'samples', f'step_{step:07d}.png'))
       writer.write_images(step, {'samples': grid[None]})
 
+  # --- Evaluation hook: FID & co. every `eval_every_steps` (0 = off). It scores the generator's params;
+  # when an EMA generator exists, that is what it should score. ---
+  evaluator = None
+  if feature_network is not None:
+    evaluator = evaluator_lib.Evaluator(config, mesh=mesh, gan=gan, builder=builder, image_shape=info.image_shape,
+                                        state_shardings=state_shardings, network=feature_network)
+
   # --- Loop. Metrics stay on device and are fetched one step late, so the host never stalls dispatch. ---
   report_progress = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
                                                     every_steps=config.log_every_steps)
@@ -260,6 +271,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         ready, window = (step, window), []
       if step % config.sample_every_steps == 0 or is_last:
         write_samples(step, state)
+      if evaluator is not None and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
+        writer.write_scalars(step, evaluator(state))
       if step % config.checkpoint_every_steps == 0 or is_last:
         checkpointer.save(step, state, data_iterator, config)
       if preempted:

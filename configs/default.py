@@ -48,4 +48,19 @@ def get_config() -> ml_collections.ConfigDict:
   # Reliability.
   config.max_consecutive_nonfinite = 20   # skipped (non-finite) steps in a row before the run stops
   config.allow_config_change = False      # refuse to resume with a different model/data/batch/... unless True
+  # Evaluation (FID, KID, IS, precision/recall) during training and by `python -m aigc_jax.evaluate`.
+  config.eval_every_steps = 0             # 0 = off during training; the evaluate CLI works on any checkpoint
+  config.eval = ml_collections.ConfigDict()
+  config.eval.feature_network = 'digits_classifier'  # digits_classifier (offline, 28x28x1) | inception
+  config.eval.num_samples = 2_000         # generated samples per evaluation
+  config.eval.batch_size = 256            # global, over all devices; a multiple of the device count
+  config.eval.reference_split = 'train'   # real images the samples are compared with
+  config.eval.num_reference = 0           # 0 = the whole split
+  config.eval.seed = 0                    # latents of the evaluation samples
+  config.eval.kid_subsets = 100
+  config.eval.kid_subset_size = 1_000
+  config.eval.pr_k = 3                    # k of the precision/recall k-NN manifolds
+  config.eval.inception_weights = config_dict.placeholder(str)  # None = $AIGC_INCEPTION_WEIGHTS
+  config.eval.classifier_train_steps = 600  # digits classifier recipe (trained once, then cached)
+  config.eval.cache_dir = config_dict.placeholder(str)  # None = ~/.cache/aigc_jax
   return config

@@ -1,0 +1,8 @@
+"""Sample-quality evaluation: metrics, feature networks, and the sharded evaluator.
+
+- `metrics`: FID, KID, Inception Score, precision/recall as pure numpy functions of features.
+- `inception`: the FID InceptionV3 in Flax and its weight loading (weights supplied by the user).
+- `digits_classifier`: a small CNN trained on the offline digits, for download-free "digits-classifier" scores.
+- `feature_networks`: looks a feature network up by name.
+- `evaluator`: samples from a generator over the mesh, extracts features, caches real-data references.
+"""

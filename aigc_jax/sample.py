@@ -1,0 +1,122 @@
+"""`python -m aigc_jax.sample --workdir=DIR --num_samples=N --output=FILE.npz|FILE.png [options]`.
+
+Writes samples from the newest checkpoint's generator: `FILE.npz` holds `images`, uint8 `[N, H, W, C]`;
+`FILE.png` a grid. `--seed` picks the latents, `--truncation=T` draws them from a normal truncated to
+[-T, T] (0: off), `--interpolate=K` writes N strips of K images each along the great circle between two
+latents (PNG only), `--label` asks a class-conditional model for one class. Bad input ends with one
+`error:` line and exit status 2, before anything is written.
+"""
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from aigc_jax import cli
+from configs import default
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir with checkpoints.')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 64, 'Images (with --interpolate: strips).')
+_OUTPUT = flags.DEFINE_string('output', None, 'FILE.npz (uint8 images) or FILE.png (a grid).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latents.')
+_LABEL = flags.DEFINE_integer('label', None, 'Class label, for class-conditional models.')
+_TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncate latents to [-T, T]; 0 = off.')
+_INTERPOLATE = flags.DEFINE_integer('interpolate', 0, 'K >= 2: latent interpolation strips of K steps (PNG).')
+_CONFIG = config_flags.DEFINE_config_dict('config', default.get_config(), 'Overrides of the run config.')
+_EXTENSIONS = ('.npz', '.png')
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  remaining = cli.parse_flags(argv, config_keys=lambda _: sorted(default.get_config().keys()))
+  if not _WORKDIR.value:
+    cli.fail('--workdir is required')
+  if not _OUTPUT.value or not _OUTPUT.value.endswith(_EXTENSIONS):
+    cli.fail(f'--output={_OUTPUT.value!r} is not allowed; allowed: a file name ending in {" or ".join(_EXTENSIONS)}')
+  if _NUM_SAMPLES.value < 1:
+    cli.fail(f'--num_samples={_NUM_SAMPLES.value} is not allowed; allowed: an integer >= 1')
+  if _TRUNCATION.value < 0:
+    cli.fail(f'--truncation={_TRUNCATION.value} is not allowed; allowed: 0 (off) or a number > 0')
+  if _INTERPOLATE.value == 1 or _INTERPOLATE.value < 0:
+    cli.fail(f'--interpolate={_INTERPOLATE.value} is not allowed; allowed: 0 (off) or an integer >= 2')
+  if _INTERPOLATE.value and not _OUTPUT.value.endswith('.png'):
+    cli.fail(f'--interpolate writes a PNG strip; allowed --output: a file name ending in .png, got {_OUTPUT.value!r}')
+  return remaining
+
+
+def latents(seed: int, count: int, latent_dim: int, *, truncation: float = 0.0, interpolate: int = 0):
+  """`[count, latent_dim]` latents, or `[count * interpolate, latent_dim]`: `count` strips, row-major."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  def draw(key, n):
+    if truncation:
+      return jax.random.truncated_normal(key, -truncation, truncation, (n, latent_dim))
+    return jax.random.normal(key, (n, latent_dim))
+  start_key, end_key = jax.random.split(jax.random.key(seed))
+  start = draw(start_key, count)
+  if not interpolate:
+    return start
+  end = draw(end_key, count)
+  # Spherical interpolation: Gaussian latents live near a sphere, which linear paths cut through.
+  cos = jnp.sum(start * end, -1, keepdims=True) / (jnp.linalg.norm(start, axis=-1, keepdims=True)
+                                                   * jnp.linalg.norm(end, axis=-1, keepdims=True))
+  omega = jnp.arccos(jnp.clip(cos, -1 + 1e-7, 1 - 1e-7))[:, None]  # [count, 1, 1]
+  t = jnp.linspace(0, 1, interpolate)[None, :, None]
+  strips = (jnp.sin((1 - t) * omega) * start[:, None] + jnp.sin(t * omega) * end[:, None]) / jnp.sin(omega)
+  return strips.reshape(count * interpolate, latent_dim)
+
+
+def generate_images(run, z):
+  """uint8 images `[N, H, W, C]` from latents `z`, generated in batches split over the mesh."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from aigc_jax import sharding as sharding_lib, steps  # pylint: disable=g-import-not-at-top
+
+  split = NamedSharding(run.mesh, P(sharding_lib.DATA_AXIS))
+  generate = jax.jit(functools.partial(steps.generate, gan=run.gan), in_shardings=(run.state_shardings, split),
+                     out_shardings=sharding_lib.replicated(run.mesh))
+  devices = run.mesh.size
+  batch = min(256, -(-len(z) // devices) * devices)
+  count, z = len(z), np.asarray(z)
+  z = np.concatenate([z, np.zeros((-count % batch, z.shape[1]), z.dtype)])  # whole batches; trimmed below
+  images = np.concatenate([np.asarray(generate(run.state, jax.device_put(z[i:i + batch], split)))
+                           for i in range(0, len(z), batch)])[:count]
+  return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.quiet_orbax_info()
+  cli.hide_gpus_from_tensorflow()
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from aigc_jax import image_grid, restored_run  # pylint: disable=g-import-not-at-top
+  from aigc_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+
+  try:
+    run = restored_run.restore(os.path.abspath(_WORKDIR.value),
+                               restored_run.config_overrides(sys.argv[1:], _CONFIG.value))
+  except ConfigError as e:
+    cli.fail(str(e))
+  if _LABEL.value is not None:
+    # Every model family here is unconditional (no class input); a conditional family would take it.
+    cli.fail(f'--label={_LABEL.value} needs a class-conditional model, but config.model='
+             f'{run.config.model!r} is unconditional; allowed: no --label')
+  z = latents(_SEED.value, _NUM_SAMPLES.value, run.config.latent_dim, truncation=_TRUNCATION.value,
+              interpolate=_INTERPOLATE.value)
+  images = generate_images(run, z)
+  output = os.path.abspath(_OUTPUT.value)
+  os.makedirs(os.path.dirname(output), exist_ok=True)
+  if output.endswith('.npz'):
+    np.savez(output, images=images)
+  else:
+    grid = image_grid.make_grid(images.astype(np.float32) / 127.5 - 1.0, columns=_INTERPOLATE.value or None)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(output)
+  print(f'wrote {len(images)} images of {images.shape[1:]} from step {run.step} to {output}')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,167 @@
+"""The evaluator, the digits classifier, the in-training hook, and the evaluate and sample CLIs, on real
+offline digits with a quickly trained classifier in a temporary cache."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from aigc_jax import input_pipeline, models, optimizers, state as state_lib, train
+from aigc_jax import sharding as sharding_lib
+from aigc_jax.evaluation import digits_classifier, evaluator as evaluator_lib
+from tests.conftest import REPO_ROOT
+
+_CLASSIFIER_STEPS = 40  # a weak but real classifier: enough to test the plumbing in seconds
+
+
+@pytest.fixture(scope='session')
+def eval_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('eval_cache'))
+
+
+def _with_eval(config, cache_dir):
+  config.eval.cache_dir = cache_dir
+  config.eval.classifier_train_steps = _CLASSIFIER_STEPS
+  config.eval.num_samples = 64
+  config.eval.batch_size = 32
+  config.eval.num_reference = 200
+  config.eval.kid_subsets = 10
+  config.eval.kid_subset_size = 50
+  return config
+
+
+def test_digits_classifier_trains_once_learns_and_is_reused(tfds_data_dir, eval_cache):
+  first = digits_classifier.load_or_train(eval_cache, data_dir=tfds_data_dir, steps=_CLASSIFIER_STEPS)
+  assert first.test_accuracy > 0.5  # chance is 0.1
+  params_file, = glob.glob(os.path.join(eval_cache, 'digits_classifier', '*', 'params.msgpack'))
+  written = os.stat(params_file).st_mtime_ns
+  again = digits_classifier.load_or_train(eval_cache, data_dir=tfds_data_dir, steps=_CLASSIFIER_STEPS)
+  assert os.stat(params_file).st_mtime_ns == written and again.test_accuracy == first.test_accuracy
+  jax.tree.map(np.testing.assert_array_equal, again.params, first.params)
+
+
+def _evaluate_fresh_state(config, devices):
+  builder = train.prepare_dataset(config)
+  info = input_pipeline.dataset_info(config, builder)
+  gan = models.create_gan(config, info.image_shape)
+  mesh = sharding_lib.create_mesh(devices)
+  init, abstract = state_lib.sharded_initializer(
+      mesh, gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
+      d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=info.image_shape,
+      latent_dim=config.latent_dim)
+  evaluator = evaluator_lib.Evaluator(config, mesh=mesh, gan=gan, builder=builder, image_shape=info.image_shape,
+                                      state_shardings=state_lib.shardings_of(abstract))
+  return evaluator(init(jax.random.key(config.seed))), evaluator
+
+
+def test_the_evaluator_gives_the_same_numbers_on_1_and_8_devices(tiny_config, eval_cache):
+  config = _with_eval(tiny_config, eval_cache)
+  on_one, _ = _evaluate_fresh_state(config, jax.devices()[:1])
+  references = glob.glob(os.path.join(eval_cache, 'reference', '*.npz'))
+  assert len(references) == 1  # computed once, then read back by the second evaluator
+  on_eight, evaluator = _evaluate_fresh_state(config, jax.devices())
+  assert sorted(on_one) == sorted(on_eight) == sorted(
+      f'digits_classifier_{m}' for m in ('fid', 'kid', 'kid_stderr', 'is', 'is_std', 'precision', 'recall'))
+  for name in on_one:
+    assert on_eight[name] == pytest.approx(on_one[name], rel=1e-4, abs=1e-6), name
+  # Sanity of the scale: an untrained generator is worse than the real-data floor, better than nothing.
+  floor = evaluator.real_halves_baseline()
+  assert floor['digits_classifier_fid'] < on_eight['digits_classifier_fid']
+  assert floor['digits_classifier_precision'] > 0.5 and floor['digits_classifier_recall'] > 0.5
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory, tfds_data_dir, eval_cache):
+  """A real short training run with the evaluation hook on."""
+  from configs import default
+  config = default.get_config()
+  config.data_dir = tfds_data_dir
+  config.batch_size = 16
+  config.num_train_steps = 4
+  config.width_multiplier = 0.125
+  config.shuffle_buffer = 64
+  config.log_every_steps = 2
+  config.sample_every_steps = 100
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 2
+  _with_eval(config, eval_cache)
+  workdir = str(tmp_path_factory.mktemp('trained') / 'run')
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def test_training_writes_evaluation_scalars(trained_workdir):
+  import tensorflow as tf
+  steps = {}
+  for path in glob.glob(os.path.join(trained_workdir, 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == 'digits_classifier_fid':
+          steps[event.step] = float(tf.make_ndarray(value.tensor))
+  assert sorted(steps) == [2, 4] and all(np.isfinite(v) and v > 0 for v in steps.values())
+
+
+def _run(module, *args):
+  return subprocess.run([sys.executable, '-m', f'aigc_jax.{module}', *args], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_sample_cli_writes_npz_and_png(trained_workdir, tmp_path):
+  result = _run('sample', f'--workdir={trained_workdir}', '--num_samples=10', f'--output={tmp_path}/s.npz',
+                '--seed=3', '--truncation=0.5')
+  assert result.returncode == 0, result.stderr[-2000:]
+  with np.load(tmp_path / 's.npz') as data:
+    images = data['images']
+  assert images.dtype == np.uint8 and images.shape == (10, 28, 28, 1) and images.std() > 0
+
+  result = _run('sample', f'--workdir={trained_workdir}', '--num_samples=10', f'--output={tmp_path}/s.png')
+  assert result.returncode == 0, result.stderr[-2000:]
+  grid = np.asarray(Image.open(tmp_path / 's.png'))
+  assert grid.shape == (2 + 3 * 30, 2 + 4 * 30)  # 10 images: 4 columns x 3 rows of 28 + 2 padding
+
+  result = _run('sample', f'--workdir={trained_workdir}', '--num_samples=2', '--interpolate=5',
+                f'--output={tmp_path}/strip.png')
+  assert result.returncode == 0, result.stderr[-2000:]
+  strip = np.asarray(Image.open(tmp_path / 'strip.png'))
+  assert strip.shape == (2 + 2 * 30, 2 + 5 * 30)
+  # The strip moves: its first and last images differ.
+  assert not np.array_equal(strip[2:30, 2:30], strip[2:30, 2 + 4 * 30:30 + 4 * 30])
+
+
+def test_evaluate_cli_prints_one_json_line(trained_workdir):
+  result = _run('evaluate', f'--workdir={trained_workdir}', '--num_samples=32')
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.strip().splitlines()
+  assert len(lines) == 1
+  scores = json.loads(lines[0])
+  assert scores['step'] == 4 and scores['num_samples'] == 32 and scores['num_reference'] == 200
+  assert scores['feature_network'].startswith('digits_classifier') and 'inception_fid' not in scores
+  assert np.isfinite(scores['digits_classifier_fid'])
+
+
+@pytest.mark.parametrize('module,args,message', [
+    ('sample', ['--workdir={missing}', '--output={tmp}/x.npz'], "workdir '{missing}' does not exist"),
+    ('sample', ['--workdir={empty}', '--output={tmp}/x.npz'], 'no checkpoint in workdir'),
+    ('sample', ['--workdir={trained}', '--output={tmp}/x.jpg'], 'allowed: a file name ending in .npz or .png'),
+    ('sample', ['--workdir={trained}', '--output={tmp}/x.npz', '--interpolate=4'], 'PNG strip'),
+    ('sample', ['--workdir={trained}', '--output={tmp}/x.npz', '--label=3'], 'is unconditional'),
+    ('evaluate', ['--workdir={empty}'], 'no checkpoint in workdir'),
+    ('evaluate', ['--workdir={trained}', '--config.eval.feature_network=inception',
+                  '--config.eval.inception_weights={tmp}/none.pth'], 'Inception weights file not found'),
+])
+def test_cli_bad_input_is_one_clear_line(module, args, message, trained_workdir, tmp_path):
+  (tmp_path / 'empty').mkdir()
+  names = {'missing': str(tmp_path / 'missing'), 'empty': str(tmp_path / 'empty'), 'trained': trained_workdir,
+           'tmp': str(tmp_path)}
+  before = sorted(os.listdir(tmp_path))
+  result = _run(module, *[a.format(**names) for a in args])
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1 and message.format(**names) in errors[0], result.stderr[-2000:]
+  assert sorted(os.listdir(tmp_path)) == before
