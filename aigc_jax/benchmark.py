@@ -162,7 +162,7 @@ def measure(config) -> dict[str, Any]:
   from aigc_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from aigc_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   from aigc_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
-  from aigc_jax.train import _prepare_dataset  # pylint: disable=g-import-not-at-top
+  from aigc_jax.train import prepare_dataset  # pylint: disable=g-import-not-at-top
 
   config, bench = split_config(config)
   device = jax.local_devices()[0]
@@ -174,7 +174,7 @@ def measure(config) -> dict[str, Any]:
   if not peak and device.platform == 'cpu':
     peak, peak_source = measure_gemm_tflops(bench.gemm_size, dtype), f'measured {bench.gemm_size}^2 GEMM'
 
-  builder = _prepare_dataset(config)
+  builder = prepare_dataset(config)
   info = input_pipeline.dataset_info(config, builder)
   try:
     gan = models.create_gan(config, info.image_shape)

@@ -282,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         break
     if ready is not None:
       _write_metrics(writer, *ready)
-  checkpointer.wait_until_finished()
+    checkpointer.wait_until_finished()  # inside: a failed save is the error reported, not a later flush
   checkpointer.close()
   if stop_reason is not None:
     raise TrainingStopped(f'{stop_reason}; the last good state is saved in {checkpointer.directory}/{step} '

@@ -223,13 +223,14 @@ def test_full_disk_when_saving_is_a_clear_error_and_the_last_checkpoint_survives
   tiny_config.num_train_steps = 2
   train.train_and_evaluate(tiny_config, workdir)
   filler = small_filesystem / 'filler'
-  with open(filler, 'wb') as f:  # fill the disk ...
-    try:
-      while True:
-        f.write(b'\0' * (64 << 10))
-        f.flush()
-    except OSError:
-      pass
+  descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)  # fill the disk (unbuffered: nothing left to flush) ...
+  try:
+    while True:
+      os.write(descriptor, b'\0' * (64 << 10))
+  except OSError:
+    pass
+  finally:
+    os.close(descriptor)
   # ... then leave room for start-up (event file, config.json) but not for a ~1.5 MB checkpoint.
   os.truncate(filler, os.path.getsize(filler) - (256 << 10))
   tiny_config.num_train_steps = 4
