@@ -80,7 +80,8 @@ def test_sigkill_during_an_async_save_resumes_from_the_previous_checkpoint(tiny_
   try:
     # Kill only once a committed checkpoint exists and the next one is half-written.
     while time.time() < deadline:
-      committed = glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*', 'commit_success.txt'))
+      committed = [path for path in glob.glob(os.path.join(workdir, 'checkpoints', '*', 'commit_success.txt'))
+                   if os.path.basename(os.path.dirname(path)).isdigit()]  # not `N.orbax-checkpoint-tmp`
       in_flight = glob.glob(os.path.join(workdir, 'checkpoints', '*.orbax-checkpoint-tmp*'))
       if committed and in_flight:
         process.kill()
