@@ -158,11 +158,10 @@ def _memory(compiled, device) -> tuple[int | None, int | None]:
 def measure(config) -> dict[str, Any]:
   """Builds, compiles and times the train step described by `config`; returns the result record."""
   import jax  # pylint: disable=g-import-not-at-top
-  from aigc_jax import flops, input_pipeline, losses, models, optimizers, steps  # pylint: disable=g-import-not-at-top
+  from aigc_jax import flops, input_pipeline, losses, optimizers, steps  # pylint: disable=g-import-not-at-top
   from aigc_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from aigc_jax import state as state_lib  # pylint: disable=g-import-not-at-top
-  from aigc_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
-  from aigc_jax.train import prepare_dataset  # pylint: disable=g-import-not-at-top
+  from aigc_jax.train import prepare_data_and_models  # pylint: disable=g-import-not-at-top
 
   config, bench = split_config(config)
   device = jax.local_devices()[0]
@@ -174,12 +173,7 @@ def measure(config) -> dict[str, Any]:
   if not peak and device.platform == 'cpu':
     peak, peak_source = measure_gemm_tflops(bench.gemm_size, dtype), f'measured {bench.gemm_size}^2 GEMM'
 
-  builder = prepare_dataset(config)
-  info = input_pipeline.dataset_info(config, builder)
-  try:
-    gan = models.create_gan(config, info.image_shape)
-  except ValueError as e:
-    raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
+  builder, info, gan = prepare_data_and_models(config)
   g_tx = optimizers.create_optimizer(config, 'generator')
   d_tx = optimizers.create_optimizer(config, 'discriminator')
   mesh = sharding_lib.create_mesh()

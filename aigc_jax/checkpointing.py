@@ -14,6 +14,7 @@ older one is tried. A save that fails (disk full, read-only workdir) raises `Che
 """
 import dataclasses
 import os
+import shutil
 import time
 from typing import Any
 
@@ -60,13 +61,29 @@ class TfIteratorRestore(ocp.args.CheckpointArgs):
   iterator: Any
 
 
+def _remove_uncommitted_saves(directory: str) -> None:
+  """Deletes what interrupted saves left (`<step>.orbax-checkpoint-tmp*`), before any new save starts.
+
+  Done here, synchronously, because a step whose save was interrupted is saved again by the resumed run,
+  and Orbax's own clean-up could otherwise remove the new save's directory of the same name.
+  """
+  if jax.process_index() == 0 and os.path.isdir(directory):
+    for name in os.listdir(directory):
+      if '.orbax-checkpoint-tmp' in name:
+        logging.warning('removing the uncommitted save %s/%s (interrupted before it completed)', directory, name)
+        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('removed uncommitted saves')
+
+
 class Checkpointer:
   """Saves and restores (train state, data iterator, config) under `directory`, keeping the newest `keep`."""
 
   def __init__(self, directory: str, *, keep: int, async_save: bool = True):
+    _remove_uncommitted_saves(directory)
     self._manager = ocp.CheckpointManager(
         os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save),
         item_handlers={'state': ocp.StandardCheckpointHandler(), 'data': TfIteratorHandler(),
                        'config': ocp.JsonCheckpointHandler()})

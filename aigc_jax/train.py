@@ -90,6 +90,17 @@ def prepare_dataset(config: ml_collections.ConfigDict):
                       '--config.data_dir at prepared TFDS data)') from None
 
 
+def prepare_data_and_models(config: ml_collections.ConfigDict):
+  """`(builder, info, gan)`: the prepared TFDS builder, what the models need of it, and the models."""
+  builder = prepare_dataset(config)
+  info = input_pipeline.dataset_info(config, builder)
+  try:
+    gan = models.create_gan(config, info.image_shape)
+  except ValueError as e:
+    raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
+  return builder, info, gan
+
+
 def _check_resume_compatible(config: ml_collections.ConfigDict, saved: dict, where: str) -> list[str]:
   """Refuses a resume that changes a run-defining field, unless allowed; returns the changed fields."""
   changed = [(name, saved.get(name), config[name]) for name in RUN_DEFINING_FIELDS
@@ -162,12 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       logging.warning('could not read the config of checkpoint %d: %s', latest, e)
     else:
       changed_fields = _check_resume_compatible(config, saved_config, f'{checkpointer.directory}/{latest}')
-  builder = prepare_dataset(config)
-  info = input_pipeline.dataset_info(config, builder)
-  try:
-    gan = models.create_gan(config, info.image_shape)
-  except ValueError as e:
-    raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
+  builder, info, gan = prepare_data_and_models(config)
   # The feature network loads (or trains, once) here, so a missing weights file fails before any writing.
   feature_network = (evaluator_lib.load_feature_network(config, info.image_shape)
                      if config.eval_every_steps else None)
