@@ -34,12 +34,11 @@ def tfds_data_dir(tmp_path_factory):
   return config.data_dir
 
 
-@pytest.fixture
-def tiny_config(tfds_data_dir):
+def make_tiny_config(data_dir: str):
   """The default config shrunk to run a few steps in seconds on real offline digits."""
   from configs import default
   config = default.get_config()
-  config.data_dir = tfds_data_dir
+  config.data_dir = data_dir
   config.batch_size = 16
   config.num_train_steps = 4
   config.width_multiplier = 0.125
@@ -49,6 +48,11 @@ def tiny_config(tfds_data_dir):
   config.checkpoint_every_steps = 2
   config.num_sample_images = 4
   return config
+
+
+@pytest.fixture
+def tiny_config(tfds_data_dir):
+  return make_tiny_config(tfds_data_dir)
 
 
 def pytest_report_header(config):

@@ -14,7 +14,7 @@ from PIL import Image
 from aigc_jax import input_pipeline, models, optimizers, state as state_lib, train
 from aigc_jax import sharding as sharding_lib
 from aigc_jax.evaluation import digits_classifier, evaluator as evaluator_lib
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, make_tiny_config
 
 _CLASSIFIER_STEPS = 40  # a weak but real classifier: enough to test the plumbing in seconds
 
@@ -78,16 +78,9 @@ def test_the_evaluator_gives_the_same_numbers_on_1_and_8_devices(tiny_config, ev
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory, tfds_data_dir, eval_cache):
   """A real short training run with the evaluation hook on."""
-  from configs import default
-  config = default.get_config()
-  config.data_dir = tfds_data_dir
-  config.batch_size = 16
-  config.num_train_steps = 4
-  config.width_multiplier = 0.125
-  config.shuffle_buffer = 64
-  config.log_every_steps = 2
+  config = make_tiny_config(tfds_data_dir)
   config.sample_every_steps = 100
-  config.checkpoint_every_steps = 2
+  config.num_sample_images = 64
   config.eval_every_steps = 2
   _with_eval(config, eval_cache)
   workdir = str(tmp_path_factory.mktemp('trained') / 'run')

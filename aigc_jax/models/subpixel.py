@@ -59,6 +59,15 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int, precis
   return y.reshape(batch, height * stride, width * stride, channels)
 
 
+def _conv_params(module: nn.Module, x: jax.Array):
+  """`x`, kernel and bias (None without one), created as flax's conv layers name and shape them."""
+  kernel = module.param('kernel', module.kernel_init,
+                        tuple(module.kernel_size) + (x.shape[-1], module.features), module.param_dtype)
+  bias = (module.param('bias', module.bias_init, (module.features,), module.param_dtype)
+          if module.use_bias else None)
+  return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+
+
 class SubpixelConvTranspose(nn.Module):
   """Drop-in for `nn.ConvTranspose(features, (k, k), strides=(s, s), padding='SAME')`, same params."""
   features: int
@@ -75,10 +84,7 @@ class SubpixelConvTranspose(nn.Module):
     if self.strides[0] != self.strides[1] or any(k < s for k, s in zip(self.kernel_size, self.strides)):
       raise ValueError(f'needs equal strides no larger than the kernel, got {self.strides} '
                        f'for kernel {self.kernel_size}')
-    kernel = self.param('kernel', self.kernel_init,
-                        tuple(self.kernel_size) + (x.shape[-1], self.features), self.param_dtype)
-    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = _conv_params(self, x)
     y = conv_transpose_subpixel(x, kernel, self.strides[0])
     return y + bias if bias is not None else y
 
@@ -115,9 +121,6 @@ class StridedConv(nn.Module):
   def __call__(self, x):
     if self.strides[0] != self.strides[1]:
       raise ValueError(f'needs equal strides, got {self.strides}')
-    kernel = self.param('kernel', self.kernel_init,
-                        tuple(self.kernel_size) + (x.shape[-1], self.features), self.param_dtype)
-    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = _conv_params(self, x)
     y = conv_strided_patches(x, kernel, self.strides[0])
     return y + bias if bias is not None else y
