@@ -176,11 +176,11 @@ def measure(config) -> dict[str, Any]:
   builder, info, gan = prepare_data_and_models(config)
   g_tx = optimizers.create_optimizer(config, 'generator')
   d_tx = optimizers.create_optimizer(config, 'discriminator')
-  mesh = sharding_lib.create_mesh()
+  mesh = sharding_lib.mesh_from_config(config)
   replicated, batch_sharding = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
   init_rng, train_rng, data_rng = jax.random.split(jax.random.key(config.seed), 3)
-  init_state, abstract_state = state_lib.sharded_initializer(
-      mesh, gan=gan, g_tx=g_tx, d_tx=d_tx, image_shape=info.image_shape, latent_dim=config.latent_dim)
+  init_state, abstract_state = state_lib.initializer_from_config(config, mesh, gan=gan, g_tx=g_tx, d_tx=d_tx,
+                                                                 image_shape=info.image_shape)
   state_shardings = state_lib.shardings_of(abstract_state)
   batch_shapes = input_pipeline.global_batch_shapes(config, info)
   batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
@@ -189,7 +189,8 @@ def measure(config) -> dict[str, Any]:
 
   # The same step, compiled the same way, as `train.py` runs it.
   step_fn = functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
-                              d_tx=d_tx, latent_dim=config.latent_dim)
+                              d_tx=d_tx, latent_dim=config.latent_dim,
+                              techniques=steps.techniques_from_config(config))
   start = time.perf_counter()
   step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding, replicated),
                  out_shardings=(state_shardings, replicated), donate_argnums=0

@@ -76,6 +76,30 @@ def _remove_uncommitted_saves(directory: str) -> None:
     multihost_utils.sync_global_devices('removed uncommitted saves')
 
 
+def _without_none(tree: Any) -> Any:
+  """A state dict without its None entries: a field that is None (e.g. no EMA generator) leaves no trace,
+  so checkpoints written before such a field existed restore unchanged, and vice versa."""
+  if isinstance(tree, dict):
+    return {key: _without_none(value) for key, value in tree.items() if value is not None}
+  return tree
+
+
+def _with_none(restored: Any, target: Any) -> Any:
+  """`restored` with the None entries of the `target` state dict put back."""
+  if isinstance(target, dict):
+    return {key: None if value is None else _with_none(restored[key], value) for key, value in target.items()}
+  return restored
+
+
+def _state_target(target_state: Any) -> Any:
+  return _without_none(flax.serialization.to_state_dict(target_state))
+
+
+def _from_restored(target_state: Any, restored: Any) -> Any:
+  return flax.serialization.from_state_dict(
+      target_state, _with_none(restored, flax.serialization.to_state_dict(target_state)))
+
+
 class Checkpointer:
   """Saves and restores (train state, data iterator, config) under `directory`, keeping the newest `keep`."""
 
@@ -105,7 +129,7 @@ class Checkpointer:
     """
     try:
       self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+          state=ocp.args.StandardSave(_state_target(state)),
           data=TfIteratorSave(data_iterator),
           config=ocp.args.JsonSave(config.to_dict())), force=True)
     except Exception as e:  # Orbax and the file system raise many types.
@@ -159,17 +183,17 @@ class Checkpointer:
 
     `data_iterator` is moved to the saved position in place; pass None to leave the data position alone.
     """
-    items = {'state': ocp.args.StandardRestore(flax.serialization.to_state_dict(target_state))}
+    items = {'state': ocp.args.StandardRestore(_state_target(target_state))}
     if data_iterator is not None:
       items['data'] = TfIteratorRestore(data_iterator)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    return flax.serialization.from_state_dict(target_state, restored['state'])
+    return _from_restored(target_state, restored['state'])
 
   def restore_state(self, step: int, target_state: Any) -> Any:
     """Restores only the train state of `step` (for tools that evaluate or sample, with no data iterator)."""
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(flax.serialization.to_state_dict(target_state))))
-    return flax.serialization.from_state_dict(target_state, restored['state'])
+        state=ocp.args.StandardRestore(_state_target(target_state))))
+    return _from_restored(target_state, restored['state'])
 
   def restore_config(self, step: int) -> dict[str, Any]:
     return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']

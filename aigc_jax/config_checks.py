@@ -7,8 +7,12 @@ import os
 import tempfile
 from typing import Any
 
+import re
+
 import ml_collections
 
+from aigc_jax import augment as augment_lib
+from aigc_jax import sharding as sharding_lib
 from aigc_jax.losses import GAN_LOSSES
 from aigc_jax.models import GAN_FAMILIES
 from aigc_jax.optimizers import LR_SCHEDULES
@@ -25,6 +29,37 @@ _positive = (lambda v: v >= 1, 'an integer >= 1')
 _non_negative = (lambda v: v >= 0, 'an integer >= 0')
 _positive_float = (lambda v: v > 0, 'a number > 0')
 _beta = (lambda v: 0 <= v < 1, 'a number in [0, 1)')
+_non_negative_float = (lambda v: v >= 0, 'a number >= 0 (0 = off)')
+
+
+def _is_policy(policy: str) -> bool:
+  try:
+    augment_lib.parse_policy(policy)
+  except ValueError:
+    return False
+  return True
+
+
+def _rule_problem(rule: Any) -> str | None:
+  """Why `rule` is not a (regex, spec) partition rule, or None if it is one."""
+  if not isinstance(rule, (tuple, list)) or len(rule) != 2 or not isinstance(rule[0], str):
+    return f'{rule!r} is not a (regex, spec) pair'
+  pattern, spec = rule
+  try:
+    re.compile(pattern)
+  except re.error as e:
+    return f'{pattern!r} is not a regular expression ({e})'
+  if isinstance(spec, str):
+    return None if spec in sharding_lib.RULE_METHODS else f'spec {spec!r} is not a method'
+  if not isinstance(spec, (tuple, list)):
+    return f'spec {spec!r} is neither a method nor a tuple'
+  for entry in spec:
+    axes = (entry,) if isinstance(entry, str) or entry is None else entry
+    if not isinstance(axes, (tuple, list)) or any(a is not None and a not in sharding_lib.MESH_AXES for a in axes):
+      return f'spec {spec!r} names an unknown mesh axis in {entry!r}'
+  return None
+
+
 FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'model': ((str,), lambda v: v in GAN_FAMILIES, ', '.join(GAN_FAMILIES)),
     'loss': ((str,), lambda v: v in GAN_LOSSES, ', '.join(GAN_LOSSES)),
@@ -42,6 +77,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'd_learning_rate': ((int, float, type(None)), lambda v: v is None or v > 0, 'a number > 0 or None'),
     'adam_b1': ((int, float), *_beta),
     'adam_b2': ((int, float), *_beta),
+    'adam_eps': ((int, float), *_positive_float),
     'lr_schedule': ((str,), lambda v: v in LR_SCHEDULES, ', '.join(LR_SCHEDULES)),
     'warmup_steps': ((int,), *_non_negative),
     'grad_clip_norm': ((int, float), lambda v: v >= 0, 'a number >= 0 (0 = off)'),
@@ -50,6 +86,20 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'width_multiplier': ((int, float), *_positive_float),
     'compute_dtype': ((str,), lambda v: v in COMPUTE_DTYPES, ', '.join(COMPUTE_DTYPES)),
     'seed': ((int,), *_non_negative),
+    'r1_gamma': ((int, float), *_non_negative_float),
+    'r1_every': ((int,), *_positive),
+    'gp_weight': ((int, float), *_non_negative_float),
+    'ema_decay': ((int, float), lambda v: 0 <= v < 1, 'a number in [0, 1) (0 = no EMA), e.g. 0.999'),
+    'ema_start_step': ((int,), *_non_negative),
+    'sample_with_ema': ((bool,), None, 'True or False'),
+    'augment_p': ((int, float), lambda v: 0 <= v <= 1, 'a number in [0, 1] (0 = off)'),
+    'augment_policy': ((str,), _is_policy,
+                       f'comma-separated names from {", ".join(augment_lib.POLICY_NAMES)}, e.g. color,translation'),
+    'fsdp_devices': ((int,), lambda v: v == -1 or v >= 1, '-1 (all devices) or an integer >= 1 dividing the '
+                     'device count'),
+    'param_sharding': ((str,), lambda v: v in sharding_lib.PARAM_SHARDING_PRESETS,
+                       ', '.join(sharding_lib.PARAM_SHARDING_PRESETS)),
+    'param_sharding_rules': ((tuple, list), None, '(regex, spec) pairs'),  # each pair: checked in validate
     'log_every_steps': ((int,), *_positive),
     'checkpoint_every_steps': ((int,), *_positive),
     'sample_every_steps': ((int,), *_positive),
@@ -106,6 +156,13 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   validate_fields(config, FIELDS)
   validate_fields(config.eval, EVAL_FIELDS, prefix='config.eval.')
   _validate_dataset(config.dataset)
+  problems = [p for p in map(_rule_problem, config.param_sharding_rules) if p]
+  if problems:
+    raise ConfigError(f'config.param_sharding_rules: {problems[0]}; allowed: (regex, spec) pairs, spec fsdp, '
+                      f'replicated, or a tuple of None / mesh axis names ({", ".join(sharding_lib.MESH_AXES)})')
+  if config.fsdp_devices != -1 and device_count % config.fsdp_devices:
+    raise ConfigError(f'config.fsdp_devices={config.fsdp_devices} does not divide the device count '
+                      f'{device_count}; allowed: -1 (all) or a divisor of {device_count}')
   for field, value in (('batch_size', config.batch_size), ('eval.batch_size', config.eval.batch_size)):
     for divisor, what in ((device_count, 'device count'), (process_count, 'process count')):
       if value % divisor:

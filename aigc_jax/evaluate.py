@@ -1,7 +1,8 @@
 """`python -m aigc_jax.evaluate --workdir=DIR [--num_samples=N] [--baseline=...] [--config.eval.<key>=value]`.
 
 Scores the newest checkpoint's generator (FID, KID, IS, precision/recall with the configured feature
-network) and prints one JSON line. `--baseline=noise` scores uniform noise images instead and
+network) and prints one JSON line; the EMA generator when the run has one (`"ema": true` in the line),
+unless `--config.sample_with_ema=False`. `--baseline=noise` scores uniform noise images instead and
 `--baseline=real_halves` one half of the real data against the other (the floor). Bad input ends with one
 `error:` line and exit status 2.
 """
@@ -55,6 +56,7 @@ def main(argv: list[str]) -> None:
   num_samples = len(evaluator.reference) // 2 if _BASELINE.value == 'real_halves' else run.config.eval.num_samples
   num_reference = len(evaluator.reference) - num_samples if _BASELINE.value == 'real_halves' else len(evaluator.reference)
   print(json.dumps({'workdir': os.path.abspath(_WORKDIR.value), 'step': run.step, 'source': _BASELINE.value,
+                    'ema': _BASELINE.value == 'generator' and evaluator.uses_ema,
                     'feature_network': evaluator.network.weights_id, 'num_samples': num_samples,
                     'num_reference': num_reference, **scores}), flush=True)
 

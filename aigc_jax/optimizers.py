@@ -32,7 +32,7 @@ def create_optimizer(config: ml_collections.ConfigDict, network: str) -> optax.G
   schedule = learning_rate_schedule(peak, kind=config.lr_schedule,
                                     warmup_steps=config.warmup_steps * updates_per_step,
                                     total_steps=config.num_train_steps * updates_per_step)
-  adam = optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2)
+  adam = optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
   if config.grad_clip_norm:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
   return adam

@@ -12,6 +12,7 @@ import jax
 import ml_collections
 
 from aigc_jax import checkpointing, config_checks, input_pipeline, models, optimizers, train
+from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax.config_checks import ConfigError
@@ -66,16 +67,21 @@ def latest_checkpoint(workdir: str) -> tuple[checkpointing.Checkpointer, int]:
 def restore(workdir: str, overrides: Mapping[str, Any]) -> RestoredRun:
   """Rebuilds the run in `workdir` from its newest checkpoint (read-only: nothing is written there)."""
   checkpointer, step = latest_checkpoint(workdir)
-  config = run_config(checkpointer.restore_config(step), overrides)
+  saved = checkpointer.restore_config(step)
+  config = run_config(saved, overrides)
   config_checks.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
+  if (saved.get('ema_decay', 0) > 0) != ema_lib.enabled(config):
+    raise ConfigError(f'config.ema_decay={config.ema_decay!r} does not match the checkpoint\'s '
+                      f'{saved.get("ema_decay", 0)!r}, whose train state {"has" if saved.get("ema_decay", 0) > 0 else "lacks"} '
+                      'an EMA generator; allowed: leave ema_decay as saved (--config.sample_with_ema=False samples '
+                      'the raw generator)')
   builder = train.prepare_dataset(config)
   info = input_pipeline.dataset_info(config, builder)
   gan = models.create_gan(config, info.image_shape)
-  mesh = sharding_lib.create_mesh()
-  _, abstract = state_lib.sharded_initializer(
-      mesh, gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
-      d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=info.image_shape,
-      latent_dim=config.latent_dim)
+  mesh = sharding_lib.mesh_from_config(config)
+  _, abstract = state_lib.initializer_from_config(
+      config, mesh, gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
+      d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=info.image_shape)
   state = checkpointer.restore_state(step, abstract)
   checkpointer.close()
   return RestoredRun(config, step, info, builder, gan, mesh, state, state_lib.shardings_of(abstract))

@@ -1,6 +1,7 @@
 """`python -m aigc_jax.sample --workdir=DIR --num_samples=N --output=FILE.npz|FILE.png [options]`.
 
-Writes samples from the newest checkpoint's generator: `FILE.npz` holds `images`, uint8 `[N, H, W, C]`;
+Writes samples from the newest checkpoint's generator (its EMA when the run has one;
+`--config.sample_with_ema=False` for the raw one): `FILE.npz` holds `images`, uint8 `[N, H, W, C]`;
 `FILE.png` a grid. `--seed` picks the latents, `--truncation=T` draws them from a normal truncated to
 [-T, T] (0: off), `--interpolate=K` writes N strips of K images each along the great circle between two
 latents (PNG only), `--label` asks a class-conditional model for one class. Bad input ends with one
@@ -71,11 +72,11 @@ def generate_images(run, z):
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from aigc_jax import sharding as sharding_lib, steps  # pylint: disable=g-import-not-at-top
+  from aigc_jax import ema as ema_lib, sharding as sharding_lib, steps  # pylint: disable=g-import-not-at-top
 
-  split = NamedSharding(run.mesh, P(sharding_lib.DATA_AXIS))
-  generate = jax.jit(functools.partial(steps.generate, gan=run.gan), in_shardings=(run.state_shardings, split),
+  split = sharding_lib.example_sharding(run.mesh)
+  generate = jax.jit(functools.partial(steps.generate, gan=run.gan, use_ema=ema_lib.samples_from_ema(run.config)),
+                     in_shardings=(run.state_shardings, split),
                      out_shardings=sharding_lib.replicated(run.mesh))
   devices = run.mesh.size
   batch = min(256, -(-len(z) // devices) * devices)
@@ -115,7 +116,9 @@ def main(argv: list[str]) -> None:
   else:
     grid = image_grid.make_grid(images.astype(np.float32) / 127.5 - 1.0, columns=_INTERPOLATE.value or None)
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(output)
-  print(f'wrote {len(images)} images of {images.shape[1:]} from step {run.step} to {output}')
+  from aigc_jax import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  generator = 'the EMA generator' if ema_lib.samples_from_ema(run.config) else 'the generator'
+  print(f'wrote {len(images)} images of {images.shape[1:]} from {generator} at step {run.step} to {output}')
 
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@ Flax Linen modules are pure descriptions; their variables live here as explicit 
 what a pure, jit-compiled step over sharded arrays wants (no module graph to split and merge per call).
 """
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax
 import jax
@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
+from aigc_jax.config_checks import ConfigError
 from aigc_jax.models import Gan
 
 
@@ -31,6 +33,9 @@ class TrainState:
   discriminator: NetworkState
   skipped_steps: jax.Array  # steps whose loss or gradients were not finite, so nothing was applied
   consecutive_skipped: jax.Array  # the current run of such steps (0 after a good step)
+  # The generator's exponential moving average (params, and batch statistics of its own; opt_state None),
+  # or None when `ema_decay` is 0. See `ema.py`.
+  generator_ema: NetworkState | None = None
 
 
 def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array, example: jax.Array) -> NetworkState:
@@ -42,30 +47,46 @@ def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array, exam
 
 def init_train_state(rng: jax.Array, *, gan: Gan, g_tx: optax.GradientTransformation,
                      d_tx: optax.GradientTransformation, image_shape: tuple[int, int, int],
-                     latent_dim: int) -> TrainState:
-  """A fresh train state (pure: use under `jax.eval_shape` or a sharded `jax.jit`)."""
+                     latent_dim: int, ema: bool = False) -> TrainState:
+  """A fresh train state (pure: use under `jax.eval_shape` or a sharded `jax.jit`); with `ema`, the
+  generator's EMA starts as a copy of its params and variables."""
   g_rng, d_rng = jax.random.split(rng)
+  generator = _init_network(gan.generator, g_tx, g_rng, jnp.zeros((1, latent_dim), jnp.float32))
   return TrainState(
       step=jnp.zeros((), jnp.int32),
-      generator=_init_network(gan.generator, g_tx, g_rng, jnp.zeros((1, latent_dim), jnp.float32)),
+      generator=generator,
       discriminator=_init_network(gan.discriminator, d_tx, d_rng, jnp.zeros((1,) + image_shape, jnp.float32)),
       skipped_steps=jnp.zeros((), jnp.int32),
       consecutive_skipped=jnp.zeros((), jnp.int32),
+      generator_ema=NetworkState(generator.params, generator.variables, None) if ema else None,
   )
 
 
-def sharded_initializer(mesh: Mesh, **init_kwargs) -> tuple[Callable[[jax.Array], TrainState], TrainState]:
+def sharded_initializer(mesh: Mesh, *, rules: Sequence[tuple[str, Any]] = (),
+                        **init_kwargs) -> tuple[Callable[[jax.Array], TrainState], TrainState]:
   """`(init, abstract)`: a jitted `init(rng)` whose state is born sharded over `mesh`, and the state's
   abstract form (shape, dtype and sharding per leaf), the target a checkpoint is restored into.
 
   Nothing is materialised whole on one device: `jax.eval_shape` finds the shapes, and the jitted
-  initialiser writes each shard where it lives.
+  initialiser writes each shard where it lives. Leaves are laid out by the partition `rules` (see
+  `sharding.py`; none: replicated).
   """
   init = functools.partial(init_train_state, **init_kwargs)
   shapes = jax.eval_shape(init, jax.random.key(0))
-  shardings = sharding_lib.state_sharding(shapes, mesh)
+  shardings = sharding_lib.state_sharding(shapes, mesh, rules)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
   return jax.jit(init, out_shardings=shardings), abstract
+
+
+def initializer_from_config(config, mesh: Mesh, **init_kwargs) -> tuple[Callable[[jax.Array], TrainState],
+                                                                        TrainState]:
+  """`sharded_initializer` with the config's partition rules, EMA and latent size; a rule that cannot
+  lay out some leaf of the state raises a one-line `ConfigError`."""
+  try:
+    return sharded_initializer(mesh, rules=sharding_lib.rules_from_config(config), latent_dim=config.latent_dim,
+                               ema=ema_lib.enabled(config), **init_kwargs)
+  except sharding_lib.ShardingRuleError as e:
+    raise ConfigError(f'config.param_sharding_rules: {e}') from None
 
 
 def shardings_of(abstract: Any) -> Any:

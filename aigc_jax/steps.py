@@ -5,21 +5,59 @@ preceded by `n_critic` discriminator updates, compiled as one program. Everythin
 objective-specific is bound with `functools.partial` before `jax.jit`, so the compiled functions take only
 arrays. Randomness is a pure function of the base key and `state.step`, which makes resume exact.
 
-A training step any of whose updates has a non-finite loss or gradient is not applied at all: both
-networks keep their params, variables and optimiser states, and the step is counted in `skipped_steps` /
-`consecutive_skipped`. The last good state is therefore always the current one.
+A training step any of whose updates has a non-finite loss (penalties included) or gradient is not
+applied at all: both networks keep their params, variables and optimiser states (and the EMA generator
+its own), and the step is counted in `skipped_steps` / `consecutive_skipped`. The last good state is
+therefore always the current one.
+
+The GAN techniques (`Techniques`, from the config) live inside the same step: R1 (lazy, every `r1_every`
+discriminator updates) and WGAN-GP penalties, DiffAugment of every D input, and the generator EMA. All off,
+the step is the plain one, bit for bit: their random keys are `fold_in`s of the update's key, never a
+change to the keys the plain step draws.
 """
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
+from aigc_jax import augment as augment_lib
+from aigc_jax import ema as ema_lib
+from aigc_jax import losses
 from aigc_jax.losses import GanLoss
 from aigc_jax.models import Gan
 from aigc_jax.state import NetworkState, TrainState
 
 Metrics = dict[str, jax.Array]
+# Tags folded into an update's key for the techniques' randomness (the plain step's keys stay untouched).
+_AUGMENT_TAG, _PENALTY_TAG, _EMA_TAG = 0xA06, 0x9E7, 0xE3A
+
+
+class Techniques(NamedTuple):
+  """The GAN techniques the step applies (static; all off by default). See the config reference."""
+  r1_gamma: float = 0.0       # R1 weight gamma: adds gamma / 2 * E||grad D(real)||^2 to D's loss
+  r1_every: int = 1           # lazy R1: every k-th discriminator update, weighted by k
+  gp_weight: float = 0.0      # WGAN-GP weight
+  augment_p: float = 0.0      # DiffAugment probability per operation and image (0: off)
+  augment_policy: str = 'color,translation,cutout'
+  ema_decay: float = 0.0      # generator EMA decay (0: no EMA)
+  ema_start_step: int = 0     # the EMA copies the params before this (1-based) step
+
+
+def techniques_from_config(config: ml_collections.ConfigDict) -> Techniques:
+  return Techniques(r1_gamma=float(config.r1_gamma), r1_every=int(config.r1_every),
+                    gp_weight=float(config.gp_weight), augment_p=float(config.augment_p),
+                    augment_policy=config.augment_policy, ema_decay=float(config.ema_decay),
+                    ema_start_step=int(config.ema_start_step))
+
+
+def _augment(images: jax.Array, rng: jax.Array, techniques: Techniques) -> jax.Array:
+  """D's view of `images`: DiffAugment with a key of its own derived from `rng` (identity when off)."""
+  if not techniques.augment_p:
+    return images
+  return augment_lib.augment(images, jax.random.fold_in(rng, _AUGMENT_TAG), policy=techniques.augment_policy,
+                             p=techniques.augment_p)
 
 
 def apply_network(module, net: NetworkState, x: jax.Array, *, train: bool, rng: jax.Array | None = None,
@@ -36,10 +74,49 @@ def _latents(rng: jax.Array, batch_size: int, latent_dim: int) -> jax.Array:
   return jax.random.normal(rng, (batch_size, latent_dim), jnp.float32)
 
 
+def _penalties(params: Any, d: NetworkState, real: jax.Array, fake: jax.Array, rng: jax.Array,
+               d_update: jax.Array, *, gan: Gan, techniques: Techniques) -> tuple[jax.Array, Metrics]:
+  """The weighted penalty terms of D's loss at `params`, and their unweighted values for the metrics.
+
+  They differentiate D (through the augmentation, as StyleGAN2-ADA does) with respect to its input, with
+  dropout and augmentation keys of their own; D's variable updates from these passes are dropped.
+  """
+  rng = jax.random.fold_in(rng, _PENALTY_TAG)
+  r1_rng, gp_rng, eps_rng = jax.random.split(rng, 3)
+
+  def d_fn(key):
+    aug_rng, dropout_rng = jax.random.split(key)
+    return lambda x: apply_network(gan.discriminator, d, _augment(x, aug_rng, techniques), train=True,
+                                   rng=dropout_rng, params=params)[0]
+
+  total, values = jnp.zeros((), jnp.float32), {}
+  if techniques.r1_gamma:
+    r1 = lambda: losses.r1_penalty(d_fn(r1_rng), real)
+    if techniques.r1_every > 1:
+      # Lazy regularisation (StyleGAN2): every k-th D update, weighted by k. `lax.cond` skips the double
+      # backward pass on the other updates. The penalty joins the same Adam update as the loss, so no
+      # StyleGAN2-style rescaling of Adam's betas is needed (that one takes a separate optimiser step).
+      applied = d_update % techniques.r1_every == 0
+      r1 = jax.lax.cond(applied, r1, lambda: jnp.zeros((), jnp.float32))
+    else:
+      applied, r1 = jnp.ones((), jnp.bool_), r1()
+    total += 0.5 * techniques.r1_gamma * techniques.r1_every * r1
+    values.update(d_r1=r1, d_r1_applied=applied)
+  if techniques.gp_weight:
+    gp = losses.gradient_penalty(d_fn(gp_rng), real, fake, eps_rng)
+    total += techniques.gp_weight * gp
+    values['d_gp'] = gp
+  return total, values
+
+
 def discriminator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, gan: Gan,
-                       loss: GanLoss, d_tx: optax.GradientTransformation,
-                       latent_dim: int) -> tuple[TrainState, Metrics]:
-  """One discriminator update on a real batch and as many fresh fakes."""
+                       loss: GanLoss, d_tx: optax.GradientTransformation, latent_dim: int,
+                       techniques: Techniques = Techniques(),
+                       d_update: jax.Array | int = 0) -> tuple[TrainState, Metrics]:
+  """One discriminator update on a real batch and as many fresh fakes.
+
+  `d_update` counts the discriminator's updates over the run (it times lazy R1).
+  """
   real = batch['image']
   z_rng, g_rng, d_rng = jax.random.split(rng, 3)
   # The generator's batch-norm statistics are updated by the generator step only.
@@ -47,21 +124,28 @@ def discriminator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.
                           train=True, rng=g_rng)
   fake = jax.lax.stop_gradient(fake)
   d = state.discriminator
+  with_penalties = bool(techniques.r1_gamma or techniques.gp_weight)
 
   def loss_fn(params):
     # Real and fake in one pass: one larger matmul per layer instead of two.
-    outputs, variables = apply_network(gan.discriminator, d, jnp.concatenate([real, fake]), train=True,
-                                       rng=d_rng, params=params)
+    inputs = _augment(jnp.concatenate([real, fake]), rng, techniques)
+    outputs, variables = apply_network(gan.discriminator, d, inputs, train=True, rng=d_rng, params=params)
     real_out, fake_out = jnp.split(outputs, 2)
-    return loss.discriminator(real_out, fake_out), (real_out, fake_out, variables)
+    d_loss = loss.discriminator(real_out, fake_out)
+    if not with_penalties:
+      return d_loss, (d_loss, real_out, fake_out, variables, {})
+    penalty, values = _penalties(params, d, real, fake, rng, d_update, gan=gan, techniques=techniques)
+    return d_loss + penalty, (d_loss, real_out, fake_out, variables, values)
 
-  (d_loss, (real_out, fake_out, variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d.params)
+  (total_loss, (d_loss, real_out, fake_out, variables, penalties)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(d.params)
   updates, opt_state = d_tx.update(grads, d.opt_state, d.params)
   grad_norm = optax.tree.norm(grads)
-  finite = jnp.isfinite(d_loss) & jnp.isfinite(grad_norm)  # the norm is finite iff every gradient is
+  # The norm is finite iff every gradient is; the total loss is, iff the loss and each penalty are.
+  finite = jnp.isfinite(total_loss) & jnp.isfinite(grad_norm)
   discriminator = NetworkState(optax.apply_updates(d.params, updates), variables, opt_state)
   metrics = {'d_loss': d_loss, 'd_real': jnp.mean(real_out), 'd_fake': jnp.mean(fake_out),
-             'd_grad_norm': grad_norm, 'd_finite': finite}
+             'd_grad_norm': grad_norm, 'd_finite': finite, **penalties}
   if loss.logistic:
     metrics.update(d_real_prob=jnp.mean(jax.nn.sigmoid(real_out)),
                    d_fake_prob=jnp.mean(jax.nn.sigmoid(fake_out)))
@@ -69,16 +153,18 @@ def discriminator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.
 
 
 def generator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, gan: Gan,
-                   loss: GanLoss, g_tx: optax.GradientTransformation,
-                   latent_dim: int) -> tuple[TrainState, Metrics]:
-  """One generator update through the current discriminator; `batch` sets the batch size."""
+                   loss: GanLoss, g_tx: optax.GradientTransformation, latent_dim: int,
+                   techniques: Techniques = Techniques()) -> tuple[TrainState, Metrics]:
+  """One generator update through the current discriminator (and D's input augmentation, if any);
+  `batch` sets the batch size."""
   z_rng, g_rng, d_rng = jax.random.split(rng, 3)
   z = _latents(z_rng, batch['image'].shape[0], latent_dim)
   g = state.generator
 
   def loss_fn(params):
     fake, variables = apply_network(gan.generator, g, z, train=True, rng=g_rng, params=params)
-    fake_out, _ = apply_network(gan.discriminator, state.discriminator, fake, train=True, rng=d_rng)
+    fake_out, _ = apply_network(gan.discriminator, state.discriminator, _augment(fake, rng, techniques),
+                                train=True, rng=d_rng)
     return loss.generator(fake_out), variables
 
   (g_loss, variables), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
@@ -90,25 +176,52 @@ def generator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Arra
                                               'g_finite': finite}
 
 
+def update_ema(state: TrainState, rng: jax.Array, batch_size: int, *, gan: Gan, latent_dim: int,
+               techniques: Techniques) -> TrainState:
+  """The EMA generator after this step's generator update (see `ema.py`): params averaged in float32,
+  variables (batch statistics) recomputed by a training-mode pass of the EMA params, or copied from the
+  generator while the EMA copies its params (before `ema_start_step`)."""
+  g, old = state.generator, state.generator_ema
+  decay = ema_lib.ema_decay_at(state.step + 1, decay=techniques.ema_decay, start_step=techniques.ema_start_step)
+  params = ema_lib.update(old.params, g.params, decay)
+  variables = g.variables
+  if g.variables:
+    z_rng, dropout_rng = jax.random.split(jax.random.fold_in(rng, _EMA_TAG))
+    _, own = apply_network(gan.generator, old, _latents(z_rng, batch_size, latent_dim), train=True,
+                           rng=dropout_rng, params=params)
+    variables = jax.tree.map(lambda copied, recomputed: jnp.where(decay == 0, copied, recomputed),
+                             g.variables, own)
+  return state.replace(generator_ema=NetworkState(params, variables, None))
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, gan: Gan, loss: GanLoss,
                g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
-               latent_dim: int) -> tuple[TrainState, Metrics]:
-  """`n_critic` discriminator updates (one per leading slice of `batch`), then one generator update.
+               latent_dim: int, techniques: Techniques = Techniques()) -> tuple[TrainState, Metrics]:
+  """`n_critic` discriminator updates (one per leading slice of `batch`), then one generator update, then
+  the generator EMA's update when the run has one.
 
   `rng` is the run's base key; this step's randomness is `fold_in(rng, state.step)`.
   """
   n_critic = batch['image'].shape[0]
   rngs = jax.random.split(jax.random.fold_in(rng, state.step), n_critic + 1)
+  d_updates = state.step * n_critic + jnp.arange(n_critic, dtype=state.step.dtype)
 
   def critic_update(carry, inputs):
-    critic_batch, critic_rng = inputs
+    critic_batch, critic_rng, d_update = inputs
     return discriminator_step(carry, critic_batch, critic_rng, gan=gan, loss=loss, d_tx=d_tx,
-                              latent_dim=latent_dim)
+                              latent_dim=latent_dim, techniques=techniques, d_update=d_update)
 
-  updated, d_metrics = jax.lax.scan(critic_update, state, (batch, rngs[:-1]), unroll=True)
+  updated, d_metrics = jax.lax.scan(critic_update, state, (batch, rngs[:-1], d_updates), unroll=True)
   last_batch = jax.tree.map(lambda x: x[-1], batch)
   updated, g_metrics = generator_step(updated, last_batch, rngs[-1], gan=gan, loss=loss, g_tx=g_tx,
-                                      latent_dim=latent_dim)
+                                      latent_dim=latent_dim, techniques=techniques)
+  if techniques.ema_decay:
+    updated = update_ema(updated, rngs[-1], last_batch['image'].shape[0], gan=gan, latent_dim=latent_dim,
+                         techniques=techniques)
+  if 'd_r1' in d_metrics:
+    # The mean over the updates that applied R1 (NaN when none did: the logged window mean skips it).
+    applied = d_metrics.pop('d_r1_applied')
+    d_metrics['d_r1'] = jnp.sum(jnp.where(applied, d_metrics['d_r1'], 0.0)) / jnp.sum(applied)
   finite = jnp.all(d_metrics.pop('d_finite')) & g_metrics.pop('g_finite')
   state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
   skipped = jnp.logical_not(finite).astype(jnp.int32)
@@ -119,7 +232,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   return state, metrics
 
 
-def generate(state: TrainState, z: jax.Array, *, gan: Gan) -> jax.Array:
-  """Images from latents `z` with the generator in inference mode (batch-norm running statistics)."""
-  images, _ = apply_network(gan.generator, state.generator, z, train=False)
+def generate(state: TrainState, z: jax.Array, *, gan: Gan, use_ema: bool = False) -> jax.Array:
+  """Images from latents `z` with the generator in inference mode (batch-norm running statistics);
+  with `use_ema`, the EMA generator's."""
+  images, _ = apply_network(gan.generator, state.generator_ema if use_ema else state.generator, z, train=False)
   return images

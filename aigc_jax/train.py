@@ -24,6 +24,7 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 from aigc_jax import checkpointing, config_checks, image_grid, input_pipeline, losses, models, optimizers
+from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax import steps
@@ -110,6 +111,12 @@ def _check_resume_compatible(config: ml_collections.ConfigDict, saved: dict, whe
     raise ConfigError(f'config.{name} changed since the checkpoint in {where} (was {old!r}, now {new!r}), which '
                       f'would silently change the run; use the old value, another workdir, or '
                       f'--config.allow_config_change=True')
+  if (saved.get('ema_decay', 0) > 0) != ema_lib.enabled(config):
+    # Not a choice allow_config_change can make: the saved train state has (or lacks) the EMA generator.
+    raise ConfigError(f'config.ema_decay={config.ema_decay!r} turns the generator EMA '
+                      f'{"on" if ema_lib.enabled(config) else "off"}, but the checkpoint in {where} was trained '
+                      f'with ema_decay={saved.get("ema_decay", 0)!r}; allowed: ema_decay '
+                      f'{"> 0" if saved.get("ema_decay", 0) > 0 else "0"} here, or another workdir')
   for name, old, new in changed:
     logging.warning('config.%s changed since the checkpoint (%r -> %r): allowed by allow_config_change; '
                     'the data order restarts', name, old, new)
@@ -180,6 +187,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   gan_loss = losses.get_gan_loss(config.loss)
   g_tx = optimizers.create_optimizer(config, 'generator')
   d_tx = optimizers.create_optimizer(config, 'discriminator')
+  # The mesh and the state's layout: a sharding rule that fits no leaf fails here, before anything is written.
+  mesh = sharding_lib.mesh_from_config(config)
+  init_state, abstract_state = state_lib.initializer_from_config(config, mesh, gan=gan, g_tx=g_tx, d_tx=d_tx,
+                                                                 image_shape=info.image_shape)
 
   try:
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief, asynchronous=True)
@@ -190,8 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                jax.device_count(), jax.devices()[0].device_kind, jax.process_count(), info.name,
                info.image_shape, info.num_train_examples)
 
-  # --- Mesh. ---
-  mesh = sharding_lib.create_mesh()
+  # --- Mesh (created above, with the state's layout). ---
   replicated = sharding_lib.replicated(mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
@@ -203,8 +213,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   # --- State: born sharded, or restored from the newest checkpoint. ---
   root_rng = jax.random.key(config.seed)
   init_rng, train_rng, _ = jax.random.split(root_rng, 3)
-  init_state, abstract_state = state_lib.sharded_initializer(
-      mesh, gan=gan, g_tx=g_tx, d_tx=d_tx, image_shape=info.image_shape, latent_dim=config.latent_dim)
   state_shardings = state_lib.shardings_of(abstract_state)
   # A saved data position only fits the data config it was saved with.
   restored = checkpointer.restore_latest(abstract_state, None if changed_fields else data_iterator)
@@ -220,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
 
   # --- Compile once, ahead of time; the loop then calls the executable, which cannot recompile. ---
   step_fn = functools.partial(steps.train_step, gan=gan, loss=gan_loss, g_tx=g_tx, d_tx=d_tx,
-                              latent_dim=config.latent_dim)
+                              latent_dim=config.latent_dim, techniques=steps.techniques_from_config(config))
   batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
               for key, s in batch_shapes.items()}
   train_rng = jax.device_put(train_rng, replicated)
@@ -230,7 +238,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                        ).lower(abstract_state, batch_in, train_rng).compile()
   logging.info('train step compiled in %.1fs; memory: %s', time.perf_counter() - start,
                train_step.memory_analysis())
-  generate = jax.jit(functools.partial(steps.generate, gan=gan), in_shardings=(state_shardings, replicated),
+  generate = jax.jit(functools.partial(steps.generate, gan=gan, use_ema=ema_lib.samples_from_ema(config)),
+                     in_shardings=(state_shardings, replicated),
                      out_shardings=replicated)
   sample_latents = jax.device_put(
       jax.random.normal(jax.random.fold_in(root_rng, _SAMPLE_KEY), (config.num_sample_images, config.latent_dim)),
@@ -243,8 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       image_grid.save_png(grid, os.path.join(workdir, 'samples', f'step_{step:07d}.png'))
       writer.write_images(step, {'samples': grid[None]})
 
-  # --- Evaluation hook: FID & co. every `eval_every_steps` (0 = off). It scores the generator's params;
-  # when an EMA generator exists, that is what it should score. ---
+  # --- Evaluation hook: FID & co. every `eval_every_steps` (0 = off), of the EMA generator when the run
+  # has one (unless `sample_with_ema` is False), like the sample grids. ---
   evaluator = None
   if feature_network is not None:
     evaluator = evaluator_lib.Evaluator(config, mesh=mesh, gan=gan, builder=builder, image_shape=info.image_shape,

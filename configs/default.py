@@ -34,10 +34,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.d_learning_rate = config_dict.placeholder(float)  # None = learning_rate
   config.adam_b1 = 0.5
   config.adam_b2 = 0.999
+  config.adam_eps = 1e-8                  # Adam's epsilon (BigGAN uses 1e-6)
   config.lr_schedule = 'constant'         # constant | cosine | linear
   config.warmup_steps = 0
   config.grad_clip_norm = 0.0             # 0 = off
   config.seed = 0
+  # GAN techniques, all inside the one compiled step (README: "GAN techniques"); 0 = off.
+  config.r1_gamma = 0.0                   # R1 penalty gamma / 2 * E||grad D(real)||^2
+  config.r1_every = 16                    # lazy R1: every k-th D update, weighted by k (StyleGAN2); 1 = always
+  config.gp_weight = 0.0                  # WGAN-GP penalty weight (10 in the paper)
+  config.ema_decay = 0.0                  # generator EMA decay, e.g. 0.999 or 0.9999; 0 = no EMA
+  config.ema_start_step = 0               # before this step the EMA copies the params (BigGAN: 20,000)
+  config.sample_with_ema = True           # grids, evaluation, sample/evaluate tools use the EMA generator
+  config.augment_p = 0.0                  # DiffAugment: probability per operation and image; 1 = as published
+  config.augment_policy = 'color,translation,cutout'
+  # Parallelism: a (data, fsdp) device mesh; params laid out by regex -> partition rules (README).
+  config.fsdp_devices = 1                 # devices on the fsdp axis (-1: all); the rest are data-parallel
+  config.param_sharding = 'replicated'    # replicated | fsdp (preset rules: each kernel split over fsdp)
+  config.param_sharding_rules = ()        # ((regex, spec), ...): first full match wins; overrides the preset
   # Logging, samples, checkpoints.
   config.log_every_steps = 100
   config.sample_every_steps = 1_000

@@ -18,8 +18,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
+from aigc_jax import ema as ema_lib
 from aigc_jax import input_pipeline, steps
 from aigc_jax import sharding as sharding_lib
 from aigc_jax.config_checks import ConfigError
@@ -73,7 +74,10 @@ def score(name: str, real: np.ndarray, real_stats: metrics.GaussianStats, fake: 
 
 
 class Evaluator:
-  """Scores a train state's generator: `evaluator(state) -> {metric name: value}`."""
+  """Scores a train state's generator: `evaluator(state) -> {metric name: value}`.
+
+  The EMA generator when the run has one, unless `config.sample_with_ema` is False (`uses_ema` says which).
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, *, mesh: Mesh, gan: Gan, builder: Any,
                image_shape: tuple[int, int, int], state_shardings: Any, network: FeatureNetwork | None = None):
@@ -82,7 +86,8 @@ class Evaluator:
     self._image_shape = tuple(image_shape)
     self.network = network or load_feature_network(config, image_shape)
     replicated = sharding_lib.replicated(mesh)
-    self._split = NamedSharding(mesh, P(sharding_lib.DATA_AXIS))
+    self._split = sharding_lib.example_sharding(mesh)
+    self.uses_ema = ema_lib.samples_from_ema(config)
     self._variables = jax.device_put(self.network.variables, replicated)
     features = functools.partial(_features_and_probs, self.network.apply)
     self._features = jax.jit(features, in_shardings=(replicated, self._split),
@@ -91,7 +96,7 @@ class Evaluator:
     def sample_features(state, variables, rng):
       z = jax.random.normal(rng, (self._batch, config.latent_dim))
       z = jax.lax.with_sharding_constraint(z, self._split)
-      return features(variables, steps.generate(state, z, gan=gan))
+      return features(variables, steps.generate(state, z, gan=gan, use_ema=self.uses_ema))
     self._sample_features = jax.jit(sample_features, in_shardings=(state_shardings, replicated, replicated),
                                     out_shardings=(self._split, self._split))
     self.reference, self.reference_probs = self._reference(builder)
