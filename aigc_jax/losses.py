@@ -44,11 +44,17 @@ def get_gan_loss(name: str) -> GanLoss:
 
 # --- Penalties on the discriminator's input gradients. `d_fn` maps images [B, H, W, C] to D's raw
 # outputs [B]; its gradient is taken with respect to its input, example by example (D treats the examples
-# of a batch independently: no batch norm in D). The reductions are float32 whatever the compute dtype. ---
+# of a batch independently: no batch norm in D). The reductions are float32 (at least) whatever the compute
+# dtype, as are the images the gradients are taken at. ---
+
+def _at_least_float32(x: jax.Array) -> jax.Array:
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
 
 def _input_gradients(d_fn: Callable[[jax.Array], jax.Array], images: jax.Array) -> jax.Array:
-  """`d D(x_i) / d x_i` for every example, [B, H, W, C] in float32."""
-  return jax.grad(lambda x: jnp.sum(d_fn(x).astype(jnp.float32)))(images).astype(jnp.float32)
+  """`d D(x_i) / d x_i` for every example, [B, H, W, C], in float32 (at least)."""
+  images = _at_least_float32(images)
+  return _at_least_float32(jax.grad(lambda x: jnp.sum(_at_least_float32(d_fn(x))))(images))
 
 
 def r1_penalty(d_fn: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.Array:
@@ -61,8 +67,9 @@ def gradient_penalty(d_fn: Callable[[jax.Array], jax.Array], real: jax.Array, fa
                      rng: jax.Array) -> jax.Array:
   """Gulrajani et al.'s WGAN-GP: `E (||grad D(x_hat)|| - 1)^2` at `x_hat = eps real + (1 - eps) fake`,
   `eps ~ U[0, 1]` per example (the caller weighs it, 10 in the paper)."""
-  eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1), jnp.float32)
-  interpolates = eps * real.astype(jnp.float32) + (1.0 - eps) * fake.astype(jnp.float32)
+  real, fake = _at_least_float32(real), _at_least_float32(fake)
+  eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1), jnp.float32).astype(real.dtype)
+  interpolates = eps * real + (1.0 - eps) * fake
   grads = _input_gradients(d_fn, interpolates)
   # The small constant keeps the norm's gradient finite where the input gradient is exactly zero.
   norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim))) + 1e-12)
