@@ -224,6 +224,9 @@ def measure(config) -> dict[str, Any]:
   return {
       'model': config.model, 'batch_size': config.batch_size, 'width_multiplier': config.width_multiplier,
       'compute_dtype': dtype, 'n_critic': config.n_critic, 'mode': bench.mode, 'dataset': info.name,
+      # The GAN techniques and the parameter layout: their extra passes are not in the analytic FLOPs.
+      'techniques': steps.techniques_from_config(config)._asdict(), 'fsdp_devices': config.fsdp_devices,
+      'param_sharding': config.param_sharding,
       'image_shape': list(info.image_shape), 'label': bench.label,
       'platform': device.platform, 'device_kind': device.device_kind, 'device_count': devices,
       'process_count': jax.process_count(), 'host': socket.gethostname(), 'jax_version': jax.__version__,
