@@ -70,11 +70,11 @@ def restore(workdir: str, overrides: Mapping[str, Any]) -> RestoredRun:
   saved = checkpointer.restore_config(step)
   config = run_config(saved, overrides)
   config_checks.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
-  if (saved.get('ema_decay', 0) > 0) != ema_lib.enabled(config):
-    raise ConfigError(f'config.ema_decay={config.ema_decay!r} does not match the checkpoint\'s '
-                      f'{saved.get("ema_decay", 0)!r}, whose train state {"has" if saved.get("ema_decay", 0) > 0 else "lacks"} '
-                      'an EMA generator; allowed: leave ema_decay as saved (--config.sample_with_ema=False samples '
-                      'the raw generator)')
+  saved_ema = saved.get('ema_decay', 0)
+  if (saved_ema > 0) != ema_lib.enabled(config):
+    raise ConfigError(f'config.ema_decay={config.ema_decay!r} does not match the checkpoint\'s {saved_ema!r}, whose '
+                      f'train state {"has" if saved_ema > 0 else "lacks"} an EMA generator; allowed: leave ema_decay '
+                      'as saved (--config.sample_with_ema=False samples the raw generator)')
   builder = train.prepare_dataset(config)
   info = input_pipeline.dataset_info(config, builder)
   gan = models.create_gan(config, info.image_shape)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aigc_jax import checkpointing, restored_run, sample, steps, train
+from aigc_jax import restored_run, sample, steps, train
 from aigc_jax.config_checks import ConfigError
 from aigc_jax.evaluation import evaluator as evaluator_lib
 from tests.conftest import make_tiny_config
@@ -93,7 +93,8 @@ def test_sample_and_evaluate_use_the_ema_generator_on_the_sharded_mesh(all_on_ru
   _, workdir, _ = all_on_run
   run = restored_run.restore(workdir, {'eval.cache_dir': str(tmp_path), 'eval.num_samples': 32,
                                        'eval.batch_size': 16, 'eval.num_reference': 64})
-  assert tuple(run.mesh.devices.shape) == (4, 2) and 'fsdp' in run.state.generator.params['Dense_0']['kernel'].sharding.spec
+  assert tuple(run.mesh.devices.shape) == (4, 2)
+  assert 'fsdp' in run.state.generator.params['Dense_0']['kernel'].sharding.spec
   z = sample.latents(0, 8, run.config.latent_dim)
   generate = lambda state, use_ema: np.clip(np.rint((np.asarray(steps.generate(
       jax.device_get(state), jnp.asarray(z), gan=run.gan, use_ema=use_ema)) + 1) * 127.5), 0, 255).astype(np.uint8)
