@@ -11,7 +11,7 @@ from typing import Any, Mapping, NamedTuple
 import jax
 import ml_collections
 
-from aigc_jax import checkpointing, config_checks, input_pipeline, models, optimizers, train
+from aigc_jax import checkpointing, config_checks, families, input_pipeline, train
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax.config_checks import ConfigError
@@ -23,7 +23,7 @@ class RestoredRun(NamedTuple):
   step: int
   info: input_pipeline.DatasetInfo
   builder: Any
-  gan: models.Gan
+  family: families.Family
   mesh: jax.sharding.Mesh
   state: state_lib.TrainState
   state_shardings: Any
@@ -68,17 +68,12 @@ def restore(workdir: str, overrides: Mapping[str, Any]) -> RestoredRun:
   checkpointer, step = latest_checkpoint(workdir)
   config = run_config(checkpointer.restore_config(step), overrides)
   config_checks.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
-  builder = train.prepare_dataset(config)
-  info = input_pipeline.dataset_info(config, builder)
-  gan = models.create_gan(config, info.image_shape)
+  builder, info, family = train.prepare_data_and_models(config)
   mesh = sharding_lib.create_mesh()
-  _, abstract = state_lib.sharded_initializer(
-      mesh, gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
-      d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=info.image_shape,
-      latent_dim=config.latent_dim)
+  _, abstract = state_lib.sharded_initializer(mesh, init=family.init_state)
   state = checkpointer.restore_state(step, abstract)
   checkpointer.close()
-  return RestoredRun(config, step, info, builder, gan, mesh, state, state_lib.shardings_of(abstract))
+  return RestoredRun(config, step, info, builder, family, mesh, state, state_lib.shardings_of(abstract))
 
 
 def config_overrides(argv: list[str], parsed: ml_collections.ConfigDict) -> dict[str, Any]:
