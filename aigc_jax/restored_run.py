@@ -25,7 +25,7 @@ class RestoredRun(NamedTuple):
   builder: Any
   family: families.Family
   mesh: jax.sharding.Mesh
-  state: state_lib.TrainState
+  state: state_lib.TrainState | state_lib.VaeState
   state_shardings: Any
 
 
