@@ -17,7 +17,6 @@ MFU = analytic model FLOP/s per device (`flops.py`) / peak FLOP/s per device (`P
 a large matmul timed at start-up, or `config.benchmark.peak_tflops_per_device`).
 """
 import datetime
-import functools
 import json
 import os
 import platform
@@ -158,7 +157,7 @@ def _memory(compiled, device) -> tuple[int | None, int | None]:
 def measure(config) -> dict[str, Any]:
   """Builds, compiles and times the train step described by `config`; returns the result record."""
   import jax  # pylint: disable=g-import-not-at-top
-  from aigc_jax import flops, input_pipeline, losses, optimizers, steps  # pylint: disable=g-import-not-at-top
+  from aigc_jax import flops, input_pipeline, steps  # pylint: disable=g-import-not-at-top
   from aigc_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from aigc_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   from aigc_jax.train import prepare_data_and_models  # pylint: disable=g-import-not-at-top
@@ -173,14 +172,11 @@ def measure(config) -> dict[str, Any]:
   if not peak and device.platform == 'cpu':
     peak, peak_source = measure_gemm_tflops(bench.gemm_size, dtype), f'measured {bench.gemm_size}^2 GEMM'
 
-  builder, info, gan = prepare_data_and_models(config)
-  g_tx = optimizers.create_optimizer(config, 'generator')
-  d_tx = optimizers.create_optimizer(config, 'discriminator')
+  builder, info, family = prepare_data_and_models(config)
   mesh = sharding_lib.mesh_from_config(config)
   replicated, batch_sharding = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
   init_rng, train_rng, data_rng = jax.random.split(jax.random.key(config.seed), 3)
-  init_state, abstract_state = state_lib.initializer_from_config(config, mesh, gan=gan, g_tx=g_tx, d_tx=d_tx,
-                                                                 image_shape=info.image_shape)
+  init_state, abstract_state = state_lib.initializer_from_config(config, mesh, family.init_state)
   state_shardings = state_lib.shardings_of(abstract_state)
   batch_shapes = input_pipeline.global_batch_shapes(config, info)
   batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
@@ -188,11 +184,8 @@ def measure(config) -> dict[str, Any]:
   train_rng = jax.device_put(train_rng, replicated)
 
   # The same step, compiled the same way, as `train.py` runs it.
-  step_fn = functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
-                              d_tx=d_tx, latent_dim=config.latent_dim,
-                              techniques=steps.techniques_from_config(config))
   start = time.perf_counter()
-  step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding, replicated),
+  step = jax.jit(family.train_step, in_shardings=(state_shardings, batch_sharding, replicated),
                  out_shardings=(state_shardings, replicated), donate_argnums=0
                  ).lower(abstract_state, batch_in, train_rng).compile()
   compile_s = time.perf_counter() - start
@@ -225,7 +218,8 @@ def measure(config) -> dict[str, Any]:
       'model': config.model, 'batch_size': config.batch_size, 'width_multiplier': config.width_multiplier,
       'compute_dtype': dtype, 'n_critic': config.n_critic, 'mode': bench.mode, 'dataset': info.name,
       # The GAN techniques and the parameter layout: their extra passes are not in the analytic FLOPs.
-      'techniques': steps.techniques_from_config(config)._asdict(), 'fsdp_devices': config.fsdp_devices,
+      'techniques': steps.techniques_from_config(config)._asdict() if family.kind == 'gan' else None,
+      'fsdp_devices': config.fsdp_devices,
       'param_sharding': config.param_sharding,
       'image_shape': list(info.image_shape), 'label': bench.label,
       'platform': device.platform, 'device_kind': device.device_kind, 'device_count': devices,

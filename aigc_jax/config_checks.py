@@ -14,8 +14,9 @@ import ml_collections
 from aigc_jax import augment as augment_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax.losses import GAN_LOSSES
-from aigc_jax.models import GAN_FAMILIES
+from aigc_jax.models import GAN_FAMILIES, VAE_FAMILIES
 from aigc_jax.optimizers import LR_SCHEDULES
+from aigc_jax.vae_losses import BINARIZATIONS, LIKELIHOODS
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 
@@ -61,7 +62,7 @@ def _rule_problem(rule: Any) -> str | None:
 
 
 FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
-    'model': ((str,), lambda v: v in GAN_FAMILIES, ', '.join(GAN_FAMILIES)),
+    'model': ((str,), lambda v: v in GAN_FAMILIES or v in VAE_FAMILIES, ', '.join([*GAN_FAMILIES, *VAE_FAMILIES])),
     'loss': ((str,), lambda v: v in GAN_LOSSES, ', '.join(GAN_LOSSES)),
     'dataset': ((str,), None, 'a TFDS dataset name'),
     'data_dir': ((str, type(None)), None, 'a directory or None'),
@@ -110,6 +111,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'allow_config_change': ((bool,), None, 'True or False'),
     'eval_every_steps': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = off)'),
     'eval': ((ml_collections.ConfigDict,), None, 'a group of the fields in EVAL_FIELDS'),
+    'vae': ((ml_collections.ConfigDict,), None, 'a group of the fields in VAE_FIELDS'),
 }
 FEATURE_NETWORKS = ('digits_classifier', 'inception')
 EVAL_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
@@ -125,6 +127,17 @@ EVAL_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'inception_weights': ((str, type(None)), None, 'a file path or None'),
     'classifier_train_steps': ((int,), *_positive),
     'cache_dir': ((str, type(None)), None, 'a directory or None'),
+}
+
+# The `vae` block: read by the VAE models only.
+VAE_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    'likelihood': ((str,), lambda v: v in LIKELIHOODS, ', '.join(LIKELIHOODS)),
+    'binarize': ((str,), lambda v: v in BINARIZATIONS, ', '.join(BINARIZATIONS)),
+    'gaussian_std': ((int, float, type(None)), lambda v: v is None or v > 0, 'a number > 0 (fixed) or None (learned)'),
+    'beta': ((int, float), lambda v: v >= 0, 'a number >= 0'),
+    'kl_warmup_steps': ((int,), *_non_negative),
+    'heldout_split': ((str,), None, 'a TFDS split'),
+    'heldout_every_steps': ((int,), *_positive),
 }
 
 
@@ -155,6 +168,10 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   """Raises `ConfigError` for the first unknown key, wrong type, bad value or impossible device split."""
   validate_fields(config, FIELDS)
   validate_fields(config.eval, EVAL_FIELDS, prefix='config.eval.')
+  validate_fields(config.vae, VAE_FIELDS, prefix='config.vae.')
+  if config.model in VAE_FAMILIES and config.n_critic != 1:
+    raise ConfigError(f'config.n_critic={config.n_critic} is not allowed with config.model={config.model!r}; '
+                      'allowed: 1 (a VAE takes one batch per step; n_critic is for GANs)')
   _validate_dataset(config.dataset)
   problems = [p for p in map(_rule_problem, config.param_sharding_rules) if p]
   if problems:

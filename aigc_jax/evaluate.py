@@ -1,8 +1,9 @@
 """`python -m aigc_jax.evaluate --workdir=DIR [--num_samples=N] [--baseline=...] [--config.eval.<key>=value]`.
 
 Scores the newest checkpoint's generator (FID, KID, IS, precision/recall with the configured feature
-network) and prints one JSON line; the EMA generator when the run has one (`"ema": true` in the line),
-unless `--config.sample_with_ema=False`. `--baseline=noise` scores uniform noise images instead and
+network; for a VAE, its decoder's mean on prior latents) and prints one JSON line; the EMA generator when the
+run has one (`"ema": true` in the line), unless `--config.sample_with_ema=False`. `--baseline=noise` scores
+uniform noise images instead and
 `--baseline=real_halves` one half of the real data against the other (the floor). Bad input ends with one
 `error:` line and exit status 2.
 """
@@ -47,8 +48,9 @@ def main(argv: list[str]) -> None:
     overrides['eval.num_samples'] = _NUM_SAMPLES.value
   try:
     run = restored_run.restore(os.path.abspath(_WORKDIR.value), overrides)
-    evaluator = evaluator_lib.Evaluator(run.config, mesh=run.mesh, gan=run.gan, builder=run.builder,
-                                        image_shape=run.info.image_shape, state_shardings=run.state_shardings)
+    evaluator = evaluator_lib.Evaluator(run.config, mesh=run.mesh, generate=run.family.generate,
+                                        builder=run.builder, image_shape=run.info.image_shape,
+                                        state_shardings=run.state_shardings)
   except ConfigError as e:
     cli.fail(str(e))
   scores = {'generator': lambda: evaluator(run.state), 'noise': evaluator.noise_baseline,

@@ -16,6 +16,10 @@ The formula (only matmuls and convolutions count; elementwise ops, batch norm, t
   and then one generator update:
     G forward on B + D forward on B + D backward on B, input gradients only (D's weights are not updated)
     + G backward on B (weight gradients; input gradients for every layer but the first).
+* One VAE step (`steps.vae_train_step`), batch B: encoder forward + decoder forward on B, then the decoder
+  backward (weight gradients and input gradients at every layer: the gradient reaches the latents and
+  goes on into the encoder) + the encoder backward (weight gradients; input gradients for every layer
+  but the first). The KL term, the likelihood and the reparameterisation are elementwise.
 """
 import dataclasses
 import math
@@ -83,6 +87,44 @@ def dcgan_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[L
 LAYER_COUNTERS = {'mlp': mlp_layers, 'dcgan': dcgan_layers}
 
 
+def _vae_outputs_per_pixel(config: ml_collections.ConfigDict) -> int:
+  """2 where the decoder also outputs a log standard deviation per pixel (learned Gaussian scale)."""
+  return 2 if config.vae.likelihood == 'gaussian' and config.vae.gaussian_std is None else 1
+
+
+def vae_conv_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
+  """Encoder and decoder layers of `models/vae.py`'s `vae_conv` (4x4 kernels)."""
+  height, width, channels = image_shape
+  outputs = channels * _vae_outputs_per_pixel(config)
+  e1, e2, e3 = (_width(n, config.width_multiplier) for n in (32, 64, 256))
+  d1, d2, d3 = (_width(n, config.width_multiplier) for n in (256, 64, 32))
+  h2, w2, h4, w4 = -(-height // 2), -(-width // 2), -(-height // 4), -(-width // 4)
+  encoder = [Layer('E.conv1_s2', _conv_taps(height, 4, 2) * _conv_taps(width, 4, 2) * channels * e1),
+             Layer('E.conv2_s2', _conv_taps(h2, 4, 2) * _conv_taps(w2, 4, 2) * e1 * e2),
+             Layer('E.dense1', h4 * w4 * e2 * e3),
+             Layer('E.dense2', e3 * 2 * config.latent_dim)]
+  decoder = [Layer('D.dense1', config.latent_dim * d1),
+             Layer('D.dense2', d1 * (height // 4) * (width // 4) * d2),
+             Layer('D.tconv1_s2', _conv_transpose_taps(height // 4, 4, 2) * _conv_transpose_taps(width // 4, 4, 2)
+                   * d2 * d3),
+             Layer('D.tconv2_s2', _conv_transpose_taps(height // 2, 4, 2) * _conv_transpose_taps(width // 2, 4, 2)
+                   * d3 * outputs)]
+  return encoder, decoder
+
+
+def vae_mlp_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
+  """Encoder and decoder layers of `models/vae.py`'s `vae_mlp`."""
+  pixels = math.prod(image_shape)
+  e_widths = [pixels] + [_width(n, config.width_multiplier) for n in (512, 256)] + [2 * config.latent_dim]
+  d_widths = ([config.latent_dim] + [_width(n, config.width_multiplier) for n in (256, 512)]
+              + [pixels * _vae_outputs_per_pixel(config)])
+  dense = lambda prefix, w: [Layer(f'{prefix}.dense{i}', a * b) for i, (a, b) in enumerate(zip(w, w[1:]))]
+  return dense('E', e_widths), dense('D', d_widths)
+
+
+VAE_LAYER_COUNTERS = {'vae_conv': vae_conv_layers, 'vae_mlp': vae_mlp_layers}
+
+
 def _forward(layers: list[Layer]) -> int:
   return sum(2 * layer.macs for layer in layers)
 
@@ -93,7 +135,12 @@ def _backward(layers: list[Layer], *, weights: bool, inputs: bool) -> int:
 
 
 def train_step_flops(config: ml_collections.ConfigDict, image_shape) -> int:
-  """Model FLOPs of one `steps.train_step` at `config.batch_size` (global), as in the module docstring."""
+  """Model FLOPs of one `steps.train_step` (or `steps.vae_train_step`) at `config.batch_size` (global), as in the
+  module docstring."""
+  if config.model in VAE_LAYER_COUNTERS:
+    encoder, decoder = VAE_LAYER_COUNTERS[config.model](config, tuple(image_shape))
+    return config.batch_size * (_forward(encoder) + _forward(decoder) + 2 * _forward(decoder)
+                                + _backward(encoder, weights=True, inputs=True))
   generator, discriminator = LAYER_COUNTERS[config.model](config, tuple(image_shape))
   batch = config.batch_size
   critic_update = (batch * _forward(generator) + 2 * batch * _forward(discriminator)

@@ -21,14 +21,14 @@ def learning_rate_schedule(peak: float, *, kind: str, warmup_steps: int, total_s
 
 
 def create_optimizer(config: ml_collections.ConfigDict, network: str) -> optax.GradientTransformation:
-  """Adam for `network` ('generator' or 'discriminator') with its own learning rate and step count.
+  """Adam for `network` ('generator', 'discriminator' or 'vae') with its own learning rate and step count.
 
   The discriminator takes `n_critic` updates per training step, so its schedule spans
-  `num_train_steps * n_critic` of its own updates.
+  `num_train_steps * n_critic` of its own updates. A VAE uses `learning_rate`, one update per step.
   """
-  own_rate = config.g_learning_rate if network == 'generator' else config.d_learning_rate
+  own_rate = {'generator': config.g_learning_rate, 'discriminator': config.d_learning_rate}.get(network)
   peak = own_rate if own_rate is not None else config.learning_rate
-  updates_per_step = 1 if network == 'generator' else config.n_critic
+  updates_per_step = config.n_critic if network == 'discriminator' else 1
   schedule = learning_rate_schedule(peak, kind=config.lr_schedule,
                                     warmup_steps=config.warmup_steps * updates_per_step,
                                     total_steps=config.num_train_steps * updates_per_step)

@@ -11,7 +11,7 @@ from typing import Any, Mapping, NamedTuple
 import jax
 import ml_collections
 
-from aigc_jax import checkpointing, config_checks, input_pipeline, models, optimizers, train
+from aigc_jax import checkpointing, config_checks, families, input_pipeline, train
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
@@ -24,9 +24,9 @@ class RestoredRun(NamedTuple):
   step: int
   info: input_pipeline.DatasetInfo
   builder: Any
-  gan: models.Gan
+  family: families.Family
   mesh: jax.sharding.Mesh
-  state: state_lib.TrainState
+  state: state_lib.TrainState | state_lib.VaeState
   state_shardings: Any
 
 
@@ -75,16 +75,12 @@ def restore(workdir: str, overrides: Mapping[str, Any]) -> RestoredRun:
     raise ConfigError(f'config.ema_decay={config.ema_decay!r} does not match the checkpoint\'s {saved_ema!r}, whose '
                       f'train state {"has" if saved_ema > 0 else "lacks"} an EMA generator; allowed: leave ema_decay '
                       'as saved (--config.sample_with_ema=False samples the raw generator)')
-  builder = train.prepare_dataset(config)
-  info = input_pipeline.dataset_info(config, builder)
-  gan = models.create_gan(config, info.image_shape)
+  builder, info, family = train.prepare_data_and_models(config)
   mesh = sharding_lib.mesh_from_config(config)
-  _, abstract = state_lib.initializer_from_config(
-      config, mesh, gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
-      d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=info.image_shape)
+  _, abstract = state_lib.initializer_from_config(config, mesh, family.init_state)
   state = checkpointer.restore_state(step, abstract)
   checkpointer.close()
-  return RestoredRun(config, step, info, builder, gan, mesh, state, state_lib.shardings_of(abstract))
+  return RestoredRun(config, step, info, builder, family, mesh, state, state_lib.shardings_of(abstract))
 
 
 def config_overrides(argv: list[str], parsed: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """`python -m aigc_jax.sample --workdir=DIR --num_samples=N --output=FILE.npz|FILE.png [options]`.
 
 Writes samples from the newest checkpoint's generator (its EMA when the run has one;
-`--config.sample_with_ema=False` for the raw one): `FILE.npz` holds `images`, uint8 `[N, H, W, C]`;
-`FILE.png` a grid. `--seed` picks the latents, `--truncation=T` draws them from a normal truncated to
+`--config.sample_with_ema=False` for the raw one; a VAE's: its decoder's mean on prior latents):
+`FILE.npz` holds `images`, uint8 `[N, H, W, C]`; `FILE.png` a grid. `--seed` picks the latents,
+`--truncation=T` draws them from a normal truncated to
 [-T, T] (0: off), `--interpolate=K` writes N strips of K images each along the great circle between two
 latents (PNG only), `--label` asks a class-conditional model for one class. Bad input ends with one
 `error:` line and exit status 2, before anything is written.
@@ -69,14 +70,12 @@ def latents(seed: int, count: int, latent_dim: int, *, truncation: float = 0.0, 
 
 def generate_images(run, z):
   """uint8 images `[N, H, W, C]` from latents `z`, generated in batches split over the mesh."""
-  import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from aigc_jax import ema as ema_lib, sharding as sharding_lib, steps  # pylint: disable=g-import-not-at-top
+  from aigc_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
 
   split = sharding_lib.example_sharding(run.mesh)
-  generate = jax.jit(functools.partial(steps.generate, gan=run.gan, use_ema=ema_lib.samples_from_ema(run.config)),
-                     in_shardings=(run.state_shardings, split),
+  generate = jax.jit(run.family.generate, in_shardings=(run.state_shardings, split),
                      out_shardings=sharding_lib.replicated(run.mesh))
   devices = run.mesh.size
   batch = min(256, -(-len(z) // devices) * devices)

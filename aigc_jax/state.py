@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax.config_checks import ConfigError
 from aigc_jax.models import Gan
@@ -62,29 +61,50 @@ def init_train_state(rng: jax.Array, *, gan: Gan, g_tx: optax.GradientTransforma
   )
 
 
-def sharded_initializer(mesh: Mesh, *, rules: Sequence[tuple[str, Any]] = (),
-                        **init_kwargs) -> tuple[Callable[[jax.Array], TrainState], TrainState]:
+@flax.struct.dataclass
+class VaeState:
+  """A VAE's train state: one network (encoder and decoder together) and the same counters as TrainState."""
+  step: jax.Array  # completed training steps, skipped ones included
+  vae: NetworkState
+  skipped_steps: jax.Array
+  consecutive_skipped: jax.Array
+
+
+def init_vae_state(rng: jax.Array, *, vae, tx: optax.GradientTransformation, image_shape: tuple[int, int, int],
+                   latent_dim: int) -> VaeState:
+  """A fresh VAE state (pure: use under `jax.eval_shape` or a sharded `jax.jit`)."""
+  variables = dict(vae.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32),
+                            jnp.zeros((1, latent_dim), jnp.float32)))
+  params = variables.pop('params')
+  zero = jnp.zeros((), jnp.int32)
+  return VaeState(step=zero, vae=NetworkState(params=params, variables=variables, opt_state=tx.init(params)),
+                  skipped_steps=zero, consecutive_skipped=zero)
+
+
+def sharded_initializer(mesh: Mesh, init: Callable[[jax.Array], Any] | None = None, *,
+                        rules: Sequence[tuple[str, Any]] = (),
+                        **init_kwargs) -> tuple[Callable[[jax.Array], Any], Any]:
   """`(init, abstract)`: a jitted `init(rng)` whose state is born sharded over `mesh`, and the state's
   abstract form (shape, dtype and sharding per leaf), the target a checkpoint is restored into.
 
+  `init` is any pure state initialiser (e.g. a model family's); without it, `init_train_state(**init_kwargs)`.
   Nothing is materialised whole on one device: `jax.eval_shape` finds the shapes, and the jitted
   initialiser writes each shard where it lives. Leaves are laid out by the partition `rules` (see
   `sharding.py`; none: replicated).
   """
-  init = functools.partial(init_train_state, **init_kwargs)
+  init = init or functools.partial(init_train_state, **init_kwargs)
   shapes = jax.eval_shape(init, jax.random.key(0))
   shardings = sharding_lib.state_sharding(shapes, mesh, rules)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
   return jax.jit(init, out_shardings=shardings), abstract
 
 
-def initializer_from_config(config, mesh: Mesh, **init_kwargs) -> tuple[Callable[[jax.Array], TrainState],
-                                                                        TrainState]:
-  """`sharded_initializer` with the config's partition rules, EMA and latent size; a rule that cannot
-  lay out some leaf of the state raises a one-line `ConfigError`."""
+def initializer_from_config(config, mesh: Mesh, init: Callable[[jax.Array], Any]) -> tuple[Callable[[jax.Array], Any],
+                                                                                          Any]:
+  """`sharded_initializer` of a model family's pure `init` with the config's partition rules; a rule that
+  cannot lay out some leaf of the state raises a one-line `ConfigError`."""
   try:
-    return sharded_initializer(mesh, rules=sharding_lib.rules_from_config(config), latent_dim=config.latent_dim,
-                               ema=ema_lib.enabled(config), **init_kwargs)
+    return sharded_initializer(mesh, init, rules=sharding_lib.rules_from_config(config))
   except sharding_lib.ShardingRuleError as e:
     raise ConfigError(f'config.param_sharding_rules: {e}') from None
 

@@ -1,7 +1,9 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
 Sections: setup -> mesh -> input -> models -> state (born sharded, or restored) -> compile -> loop.
-No model math lives here: the steps are in `steps.py`, the models in `models/`.
+No model math lives here: the steps are in `steps.py`, the models in `models/`. The model family (GAN or
+VAE) arrives as a `families.Family`: its state initialiser, train step, sampler and reporter (image grids,
+held-out evaluations), so the loop is the same for both.
 
 The loop survives what long runs meet: SIGTERM or SIGINT finishes the current step, saves a checkpoint
 and returns normally (on a multi-host run through JAX's preemption sync point, so every process stops at
@@ -9,7 +11,6 @@ the same step); steps with non-finite loss or gradients are skipped and counted,
 `max_consecutive_nonfinite` of them stops training with a checkpoint of the last good state.
 """
 import contextlib
-import functools
 import json
 import os
 import signal
@@ -23,18 +24,18 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from aigc_jax import checkpointing, config_checks, image_grid, input_pipeline, losses, models, optimizers
+from aigc_jax import checkpointing, config_checks, families, input_pipeline
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
-from aigc_jax import steps
 from aigc_jax.config_checks import ConfigError
 from aigc_jax.evaluation import evaluator as evaluator_lib
 
-_SAMPLE_KEY = 0x5A4D  # folds into the seed for the fixed latent batch of the sample grids
 # Fields that, changed between a checkpoint and its resume, silently make it a different run.
 RUN_DEFINING_FIELDS = ('model', 'dataset', 'train_split', 'batch_size', 'image_size', 'latent_dim',
-                       'width_multiplier', 'n_critic', 'loss')
+                       'width_multiplier', 'n_critic', 'loss', 'vae.likelihood', 'vae.binarize',
+                       'vae.gaussian_std', 'vae.beta')
+_ABSENT = object()
 # Metrics that are counters: report the window's last value (or sum), not its mean.
 _LAST_IN_WINDOW = ('skipped_steps', 'consecutive_skipped')
 
@@ -92,20 +93,38 @@ def prepare_dataset(config: ml_collections.ConfigDict):
 
 
 def prepare_data_and_models(config: ml_collections.ConfigDict):
-  """`(builder, info, gan)`: the prepared TFDS builder, what the models need of it, and the models."""
+  """`(builder, info, family)`: the prepared TFDS builder, what the models need of it, and the model family."""
   builder = prepare_dataset(config)
   info = input_pipeline.dataset_info(config, builder)
   try:
-    gan = models.create_gan(config, info.image_shape)
+    family = families.create(config, info.image_shape)
   except ValueError as e:
     raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
-  return builder, info, gan
+  for field, split in family.other_splits:  # read later, by the reporter: fail before any writing
+    _check_split(config, builder, field, split)
+  return builder, info, family
+
+
+def _check_split(config: ml_collections.ConfigDict, builder, field: str, split: str) -> None:
+  try:
+    builder.info.splits[split].num_examples  # pylint: disable=expression-not-assigned
+  except Exception:  # tfds raises KeyError or ValueError, depending on the split string
+    raise ConfigError(f'config.{field}={split!r} is not a split of {config.dataset!r}; allowed: '
+                      f'{", ".join(sorted(builder.info.splits))}') from None
+
+
+def _lookup(tree, dotted: str):
+  for name in dotted.split('.'):
+    if name not in tree:
+      return _ABSENT
+    tree = tree[name]
+  return tree
 
 
 def _check_resume_compatible(config: ml_collections.ConfigDict, saved: dict, where: str) -> list[str]:
   """Refuses a resume that changes a run-defining field, unless allowed; returns the changed fields."""
-  changed = [(name, saved.get(name), config[name]) for name in RUN_DEFINING_FIELDS
-             if name in saved and saved[name] != config[name]]
+  changed = [(name, _lookup(saved, name), _lookup(config, name)) for name in RUN_DEFINING_FIELDS
+             if _lookup(saved, name) is not _ABSENT and _lookup(saved, name) != _lookup(config, name)]
   if changed and not config.allow_config_change:
     name, old, new = changed[0]
     raise ConfigError(f'config.{name} changed since the checkpoint in {where} (was {old!r}, now {new!r}), which '
@@ -159,8 +178,8 @@ def _write_metrics(writer: metric_writers.MetricWriter, step: int, window: list[
   writer.write_scalars(step, _summarise(jax.device_get(window)))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
-  """Trains the GAN described by `config`, resuming from the newest checkpoint in `workdir` if any.
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState | state_lib.VaeState:
+  """Trains the model (GAN or VAE) described by `config`, resuming from the newest checkpoint in `workdir` if any.
 
   Returns the final train state.
   """
@@ -180,17 +199,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       logging.warning('could not read the config of checkpoint %d: %s', latest, e)
     else:
       changed_fields = _check_resume_compatible(config, saved_config, f'{checkpointer.directory}/{latest}')
-  builder, info, gan = prepare_data_and_models(config)
+  builder, info, family = prepare_data_and_models(config)
   # The feature network loads (or trains, once) here, so a missing weights file fails before any writing.
   feature_network = (evaluator_lib.load_feature_network(config, info.image_shape)
                      if config.eval_every_steps else None)
-  gan_loss = losses.get_gan_loss(config.loss)
-  g_tx = optimizers.create_optimizer(config, 'generator')
-  d_tx = optimizers.create_optimizer(config, 'discriminator')
   # The mesh and the state's layout: a sharding rule that fits no leaf fails here, before anything is written.
   mesh = sharding_lib.mesh_from_config(config)
-  init_state, abstract_state = state_lib.initializer_from_config(config, mesh, gan=gan, g_tx=g_tx, d_tx=d_tx,
-                                                                 image_shape=info.image_shape)
+  init_state, abstract_state = state_lib.initializer_from_config(config, mesh, family.init_state)
 
   try:
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief, asynchronous=True)
@@ -227,37 +242,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       json.dump(config.to_dict(), f, indent=2, sort_keys=True)
 
   # --- Compile once, ahead of time; the loop then calls the executable, which cannot recompile. ---
-  step_fn = functools.partial(steps.train_step, gan=gan, loss=gan_loss, g_tx=g_tx, d_tx=d_tx,
-                              latent_dim=config.latent_dim, techniques=steps.techniques_from_config(config))
   batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
               for key, s in batch_shapes.items()}
   train_rng = jax.device_put(train_rng, replicated)
   start = time.perf_counter()
-  train_step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding, replicated),
+  train_step = jax.jit(family.train_step, in_shardings=(state_shardings, batch_sharding, replicated),
                        out_shardings=(state_shardings, replicated), donate_argnums=0
                        ).lower(abstract_state, batch_in, train_rng).compile()
   logging.info('train step compiled in %.1fs; memory: %s', time.perf_counter() - start,
                train_step.memory_analysis())
-  generate = jax.jit(functools.partial(steps.generate, gan=gan, use_ema=ema_lib.samples_from_ema(config)),
-                     in_shardings=(state_shardings, replicated),
-                     out_shardings=replicated)
-  sample_latents = jax.device_put(
-      jax.random.normal(jax.random.fold_in(root_rng, _SAMPLE_KEY), (config.num_sample_images, config.latent_dim)),
-      replicated)
+  # The family's image grids (samples; a VAE's reconstructions) and its own evaluations (a VAE's held-out ELBO).
+  reporter = family.reporter(families.ReportContext(
+      config=config, mesh=mesh, state_shardings=state_shardings, builder=builder, image_shape=info.image_shape,
+      workdir=workdir, writer=writer, is_chief=is_chief))
 
-  def write_samples(step: int, state: state_lib.TrainState) -> None:
-    images = jax.device_get(generate(state, sample_latents))
-    if is_chief:
-      grid = image_grid.make_grid(images)
-      image_grid.save_png(grid, os.path.join(workdir, 'samples', f'step_{step:07d}.png'))
-      writer.write_images(step, {'samples': grid[None]})
-
-  # --- Evaluation hook: FID & co. every `eval_every_steps` (0 = off), of the EMA generator when the run
-  # has one (unless `sample_with_ema` is False), like the sample grids. ---
-  evaluator = None
+  # --- Evaluation hooks: the family's, and FID & co. every `eval_every_steps` (0 = off), of the EMA
+  # generator when the run has one (unless `sample_with_ema` is False), like the sample grids. ---
+  evaluations = list(reporter.evaluations)
   if feature_network is not None:
-    evaluator = evaluator_lib.Evaluator(config, mesh=mesh, gan=gan, builder=builder, image_shape=info.image_shape,
-                                        state_shardings=state_shardings, network=feature_network)
+    evaluations.append((config.eval_every_steps, evaluator_lib.Evaluator(
+        config, mesh=mesh, generate=family.generate, builder=builder, image_shape=info.image_shape,
+        state_shardings=state_shardings, network=feature_network)))
 
   # --- Loop. Metrics stay on device and are fetched one step late, so the host never stalls dispatch. ---
   report_progress = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
@@ -285,9 +290,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       if step % config.log_every_steps == 0 or is_last:
         ready, window = (step, window), []
       if step % config.sample_every_steps == 0 or is_last:
-        write_samples(step, state)
-      if evaluator is not None and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
-        writer.write_scalars(step, evaluator(state))
+        reporter.write_images(step, state)
+      for every, evaluate in evaluations:
+        if step % every == 0 or step == config.num_train_steps:
+          writer.write_scalars(step, evaluate(state))
       if step % config.checkpoint_every_steps == 0 or is_last:
         checkpointer.save(step, state, data_iterator, config)
       if preempted:

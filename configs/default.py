@@ -9,7 +9,7 @@ from ml_collections import config_dict
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # Model and objective.
-  config.model = 'mlp'                    # mlp | dcgan
+  config.model = 'mlp'                    # mlp | dcgan (GANs); vae_conv | vae_mlp (VAEs, see `vae` below)
   # non_saturating | minimax | hinge | wasserstein | least_squares. The seeds' binary cross-entropy
   # (non_saturating) collapses to a few digit classes on these 4,500 images within ~10k steps; least
   # squares keeps all ten classes over the default run (compared side by side on this data).
@@ -77,4 +77,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.inception_weights = config_dict.placeholder(str)  # None = $AIGC_INCEPTION_WEIGHTS
   config.eval.classifier_train_steps = 600  # digits classifier recipe (trained once, then cached)
   config.eval.cache_dir = config_dict.placeholder(str)  # None = ~/.cache/aigc_jax
+  # VAE models only (configs/vae_mnist.py); GANs ignore this block.
+  config.vae = ml_collections.ConfigDict()
+  config.vae.likelihood = 'bernoulli'     # bernoulli (binarised pixels) | gaussian (8-bit pixels, discretised)
+  config.vae.binarize = 'dynamic'         # bernoulli: dynamic (a fresh draw each step) | threshold (> 0.5)
+  config.vae.gaussian_std = config_dict.placeholder(float)  # gaussian: fixed std in [-1, 1] units; None = learned
+  config.vae.beta = 1.0                   # KL weight of the objective (beta-VAE); the logged ELBO uses 1
+  config.vae.kl_warmup_steps = 0          # KL weight ramps linearly from 0 to beta over these steps
+  config.vae.heldout_split = 'test'       # split scored by the held-out negative ELBO (and reconstructed)
+  config.vae.heldout_every_steps = 1_000  # held-out negative ELBO cadence (and at the end)
   return config

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aigc_jax import ema, losses, models, optimizers, sharding, steps
+from aigc_jax import families, ema, losses, models, optimizers, sharding, steps
 from aigc_jax import state as state_lib
 from tests.conftest import make_tiny_config
 
@@ -32,8 +32,8 @@ def mlp_run():
   gan = models.create_gan(config, (28, 28, 1))
   g_tx, d_tx = optimizers.create_optimizer(config, 'generator'), optimizers.create_optimizer(config, 'discriminator')
   mesh = sharding.create_mesh()
-  init, abstract = state_lib.initializer_from_config(config, mesh, gan=gan, g_tx=g_tx, d_tx=d_tx,
-                                                     image_shape=(28, 28, 1))
+  init, abstract = state_lib.initializer_from_config(config, mesh,
+                                                     families.create(config, (28, 28, 1)).init_state)
   shardings = state_lib.shardings_of(abstract)
   step = jax.jit(functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
                                    d_tx=d_tx, latent_dim=config.latent_dim,

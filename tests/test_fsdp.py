@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from aigc_jax import input_pipeline, losses, models, optimizers, steps
+from aigc_jax import families, input_pipeline, losses, models, optimizers, steps
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax.config_checks import ConfigError
@@ -42,8 +42,8 @@ def test_rules_first_match_wins_and_methods():
 def _setup(config, mesh):
   gan = models.create_gan(config, (28, 28, 1))
   g_tx, d_tx = optimizers.create_optimizer(config, 'generator'), optimizers.create_optimizer(config, 'discriminator')
-  init, abstract = state_lib.initializer_from_config(config, mesh, gan=gan, g_tx=g_tx, d_tx=d_tx,
-                                                     image_shape=(28, 28, 1))
+  init, abstract = state_lib.initializer_from_config(config, mesh,
+                                                     families.create(config, (28, 28, 1)).init_state)
   return gan, g_tx, d_tx, init, abstract
 
 

@@ -76,11 +76,14 @@ def score(name: str, real: np.ndarray, real_stats: metrics.GaussianStats, fake: 
 class Evaluator:
   """Scores a train state's generator: `evaluator(state) -> {metric name: value}`.
 
-  The EMA generator when the run has one, unless `config.sample_with_ema` is False (`uses_ema` says which).
+  The images come from `generate(state, z)` (e.g. a model family's sampler) or, without it, from `gan`'s
+  generator: the EMA generator when the run has one, unless `config.sample_with_ema` is False (`uses_ema`
+  says which; a family's sampler is bound the same way, see `families.py`).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, *, mesh: Mesh, gan: Gan, builder: Any,
-               image_shape: tuple[int, int, int], state_shardings: Any, network: FeatureNetwork | None = None):
+  def __init__(self, config: ml_collections.ConfigDict, *, mesh: Mesh, gan: Gan | None = None, builder: Any,
+               image_shape: tuple[int, int, int], state_shardings: Any, network: FeatureNetwork | None = None,
+               generate: Callable[[Any, jax.Array], jax.Array] | None = None):
     self._config = config
     self._batch = config.eval.batch_size
     self._image_shape = tuple(image_shape)
@@ -93,10 +96,12 @@ class Evaluator:
     self._features = jax.jit(features, in_shardings=(replicated, self._split),
                              out_shardings=(self._split, self._split))
 
+    generate = generate or functools.partial(steps.generate, gan=gan, use_ema=self.uses_ema)
+
     def sample_features(state, variables, rng):
       z = jax.random.normal(rng, (self._batch, config.latent_dim))
       z = jax.lax.with_sharding_constraint(z, self._split)
-      return features(variables, steps.generate(state, z, gan=gan, use_ema=self.uses_ema))
+      return features(variables, generate(state, z))
     self._sample_features = jax.jit(sample_features, in_shardings=(state_shardings, replicated, replicated),
                                     out_shardings=(self._split, self._split))
     self.reference, self.reference_probs = self._reference(builder)

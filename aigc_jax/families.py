@@ -1,0 +1,209 @@
+"""Model families (GAN, VAE) behind one interface, so the trainer, the benchmark and the tools run either.
+
+`create(config, image_shape)` returns a `Family`: pure functions with everything model-specific bound in,
+ready for `jax.jit` (state initialiser, train step, prior sampler). `Family.reporter(...)` builds the
+host-side part once the mesh and the state layout exist: the PNG grids written every `sample_every_steps`
+and the family's own periodic evaluations (the VAE's held-out negative ELBO).
+"""
+import functools
+import math
+import os
+from typing import Any, Callable, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from aigc_jax import image_grid, input_pipeline, losses, models, optimizers, steps, vae_losses
+from aigc_jax import ema as ema_lib
+from aigc_jax import sharding as sharding_lib
+from aigc_jax import state as state_lib
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+Evaluation = tuple[int, Callable[[Any], dict[str, float]]]  # (every N steps, state -> scalars)
+
+_SAMPLE_KEY = 0x5A4D  # folds into the seed for the fixed latent batch of the sample grids
+_HELDOUT_KEY = 0xE1B0  # folds into eval.seed for the held-out binarisation and posterior samples
+
+
+class ReportContext(NamedTuple):
+  """What a family's reporter needs from the trainer."""
+  config: ml_collections.ConfigDict
+  mesh: Mesh
+  state_shardings: Any
+  builder: Any  # the prepared TFDS builder
+  image_shape: tuple[int, int, int]
+  workdir: str
+  writer: Any  # a CLU metric writer
+  is_chief: bool
+
+
+class Reporter(NamedTuple):
+  write_images: Callable[[int, Any], None]  # (step, state): PNG grids under the workdir and to TensorBoard
+  evaluations: list[Evaluation]
+
+
+class Family(NamedTuple):
+  kind: str                     # 'gan' or 'vae'
+  modules: Any                  # models.Gan, or the VAE module
+  init_state: Callable[[jax.Array], Any]                        # rng -> a fresh state (pure)
+  train_step: Callable[[Any, Batch, jax.Array], tuple[Any, Metrics]]  # (state, batch, base rng), pure
+  generate: Callable[[Any, jax.Array], jax.Array]               # (state, latents) -> images in [-1, 1], pure
+  reporter: Callable[[ReportContext], Reporter]
+  other_splits: tuple[tuple[str, str], ...] = ()  # (config field, split) the reporter reads besides train_split
+
+
+def create(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Family:
+  """The family of `config.model`; raises ValueError if the model cannot be built for `image_shape`."""
+  if config.model in models.VAE_FAMILIES:
+    return _vae_family(config, tuple(image_shape))
+  return _gan_family(config, tuple(image_shape))
+
+
+def _fixed_latents(config: ml_collections.ConfigDict, mesh: Mesh) -> jax.Array:
+  """The same latents for every sample grid of a run."""
+  key = jax.random.fold_in(jax.random.key(config.seed), _SAMPLE_KEY)
+  return jax.device_put(jax.random.normal(key, (config.num_sample_images, config.latent_dim)),
+                        sharding_lib.replicated(mesh))
+
+
+def _write_grid(ctx: ReportContext, step: int, name: str, images: np.ndarray, columns: int | None = None) -> None:
+  grid = image_grid.make_grid(images, columns=columns)
+  image_grid.save_png(grid, os.path.join(ctx.workdir, name, f'step_{step:07d}.png'))
+  ctx.writer.write_images(step, {name: grid[None]})
+
+
+def _sample_writer(ctx: ReportContext, generate: Callable[[Any, jax.Array], jax.Array]) -> Callable[[int, Any], None]:
+  """Writes `samples/step_N.png`: images generated from the run's fixed latents."""
+  replicated = sharding_lib.replicated(ctx.mesh)
+  generate = jax.jit(generate, in_shardings=(ctx.state_shardings, replicated), out_shardings=replicated)
+  latents = _fixed_latents(ctx.config, ctx.mesh)
+
+  def write(step: int, state: Any) -> None:
+    images = jax.device_get(generate(state, latents))
+    if ctx.is_chief:
+      _write_grid(ctx, step, 'samples', images)
+  return write
+
+
+# --- GAN. ---
+
+def _gan_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Family:
+  gan = models.create_gan(config, image_shape)
+  g_tx = optimizers.create_optimizer(config, 'generator')
+  d_tx = optimizers.create_optimizer(config, 'discriminator')
+  # Sample grids, the sampling CLI and FID use the EMA generator when the run has one (unless
+  # `sample_with_ema` is False).
+  generate = functools.partial(steps.generate, gan=gan, use_ema=ema_lib.samples_from_ema(config))
+  return Family(
+      kind='gan', modules=gan,
+      init_state=functools.partial(state_lib.init_train_state, gan=gan, g_tx=g_tx, d_tx=d_tx,
+                                   image_shape=image_shape, latent_dim=config.latent_dim,
+                                   ema=ema_lib.enabled(config)),
+      train_step=functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
+                                   d_tx=d_tx, latent_dim=config.latent_dim,
+                                   techniques=steps.techniques_from_config(config)),
+      generate=generate,
+      reporter=lambda ctx: Reporter(write_images=_sample_writer(ctx, generate), evaluations=[]))
+
+
+# --- VAE. ---
+
+def likelihood_of(config: ml_collections.ConfigDict) -> vae_losses.Likelihood:
+  return vae_losses.get_likelihood(config.vae.likelihood, binarization=config.vae.binarize,
+                                   gaussian_std=config.vae.gaussian_std)
+
+
+def _vae_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Family:
+  likelihood = likelihood_of(config)
+  vae = models.create_vae(config, image_shape, learned_std=likelihood.learned_std)
+  tx = optimizers.create_optimizer(config, 'vae')
+  generate = functools.partial(steps.vae_generate, vae=vae, likelihood=likelihood)
+  return Family(
+      kind='vae', modules=vae,
+      init_state=functools.partial(state_lib.init_vae_state, vae=vae, tx=tx, image_shape=image_shape,
+                                   latent_dim=config.latent_dim),
+      train_step=functools.partial(steps.vae_train_step, vae=vae, likelihood=likelihood, tx=tx,
+                                   latent_dim=config.latent_dim, beta=float(config.vae.beta),
+                                   kl_warmup_steps=config.vae.kl_warmup_steps),
+      generate=generate,
+      reporter=functools.partial(_vae_reporter, vae=vae, likelihood=likelihood, generate=generate),
+      other_splits=(('vae.heldout_split', config.vae.heldout_split),))
+
+
+def heldout_targets(config: ml_collections.ConfigDict, builder: Any,
+                    likelihood: vae_losses.Likelihood) -> np.ndarray:
+  """The held-out split as the likelihood models it (binarised with a fixed draw, or quantised)."""
+  images, _ = input_pipeline.real_images(config, builder, config.vae.heldout_split)
+  key = jax.random.fold_in(jax.random.key(config.eval.seed), _HELDOUT_KEY)
+  return np.asarray(jax.jit(likelihood.targets)(images, key))
+
+
+class HeldoutElbo:
+  """`heldout(state) -> scalars`: the negative ELBO of the held-out split, in nats per image and bits per dim.
+
+  One posterior sample per image from its own fixed key, in batches of `eval.batch_size` split over the mesh;
+  the same images, binarisation and noise at every evaluation, so successive figures are comparable.
+  """
+
+  def __init__(self, ctx: ReportContext, targets: np.ndarray, *, vae, likelihood: vae_losses.Likelihood):
+    config = ctx.config
+    self._targets = targets
+    self._batch = config.eval.batch_size
+    self._dims = math.prod(targets.shape[1:])
+    self._split = NamedSharding(ctx.mesh, P(sharding_lib.DATA_AXIS))
+    terms = functools.partial(steps.vae_heldout_terms, vae=vae, likelihood=likelihood,
+                              latent_dim=config.latent_dim)
+    self._terms = jax.jit(lambda state, targets, key_data: terms(state, targets, jax.random.wrap_key_data(key_data)),
+                          in_shardings=(ctx.state_shardings, self._split, self._split),
+                          out_shardings=(self._split, self._split))
+    base = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.eval.seed), _HELDOUT_KEY), 1)
+    self._keys = np.asarray(jax.random.key_data(
+        jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(len(targets)))))
+
+  def _global(self, host: np.ndarray) -> jax.Array:
+    return jax.make_array_from_callback(host.shape, self._split, lambda index: host[index])
+
+  def __call__(self, state: Any) -> dict[str, float]:
+    log_likelihood, kl = [], []
+    for start in range(0, len(self._targets), self._batch):
+      count = min(self._batch, len(self._targets) - start)
+      pad = lambda x: np.concatenate([x, np.repeat(x[-1:], self._batch - len(x), axis=0)])
+      targets = pad(self._targets[start:start + count])
+      outputs = self._terms(state, self._global(targets), self._global(pad(self._keys[start:start + count])))
+      ll, k = (np.asarray(multihost_utils.process_allgather(x, tiled=True), np.float64)[:count] for x in outputs)
+      log_likelihood.append(ll)
+      kl.append(k)
+    log_likelihood, kl = np.concatenate(log_likelihood), np.concatenate(kl)
+    neg_elbo = float(np.mean(kl - log_likelihood))
+    return {'heldout_neg_elbo': neg_elbo, 'heldout_bits_per_dim': neg_elbo / (self._dims * math.log(2)),
+            'heldout_reconstruction': float(np.mean(log_likelihood)), 'heldout_kl': float(np.mean(kl))}
+
+
+def _vae_reporter(ctx: ReportContext, *, vae, likelihood: vae_losses.Likelihood,
+                  generate: Callable[[Any, jax.Array], jax.Array]) -> Reporter:
+  """Prior samples and held-out reconstructions every `sample_every_steps`; the held-out negative ELBO
+  every `vae.heldout_every_steps`."""
+  config = ctx.config
+  targets = heldout_targets(config, ctx.builder, likelihood)
+  write_samples = _sample_writer(ctx, generate)
+  replicated = sharding_lib.replicated(ctx.mesh)
+  reconstruct = jax.jit(functools.partial(steps.vae_reconstruct, vae=vae, likelihood=likelihood),
+                        in_shardings=(ctx.state_shardings, replicated), out_shardings=replicated)
+  pairs = max(1, min(config.num_sample_images // 2, len(targets)))
+  inputs = jax.device_put(targets[:pairs], replicated)
+
+  def write_images(step: int, state: Any) -> None:
+    write_samples(step, state)
+    reconstructions = np.asarray(jax.device_get(reconstruct(state, inputs)))
+    if ctx.is_chief:
+      # Each input beside its reconstruction: columns alternate input, reconstruction.
+      side_by_side = np.stack([np.asarray(jax.device_get(inputs)), reconstructions], axis=1)
+      _write_grid(ctx, step, 'reconstructions', side_by_side.reshape((-1,) + side_by_side.shape[2:]),
+                  columns=2 * math.ceil(math.sqrt(pairs / 2)))
+
+  heldout = HeldoutElbo(ctx, targets, vae=vae, likelihood=likelihood)
+  return Reporter(write_images=write_images, evaluations=[(config.vae.heldout_every_steps, heldout)])

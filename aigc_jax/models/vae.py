@@ -1,0 +1,125 @@
+"""Variational autoencoders: a diagonal-Gaussian encoder q(z | x) and a decoder whose output parameterises p(x | z).
+
+`vae_conv` (images with height and width divisible by 4, e.g. 28x28x1 and 32x32x3):
+  encoder: Conv 32 k4 s2 -> ReLU -> Conv 64 k4 s2 -> ReLU -> Dense 256 -> ReLU -> Dense 2*latent
+  decoder: Dense 256 -> ReLU -> Dense (H/4)(W/4)64 -> ReLU -> ConvT 32 k4 s2 -> ReLU -> ConvT C (or 2C) k4 s2
+`vae_mlp`: encoder H*W*C -> Dense 512 -> 256 (ReLU) -> 2*latent; decoder latent -> 256 -> 512 (ReLU) -> H*W*C.
+The stride-2 (transposed) convolutions are the fast, equivalent forms of `subpixel.py`. There is no batch norm
+or dropout, so the network's only variables are its params. The decoder's output (`loc`) is per-pixel
+logits (Bernoulli) or means (Gaussian); with a learned Gaussian scale the decoder has twice the output
+channels and the second half is a per-pixel log standard deviation (Kingma & Welling's Gaussian decoder).
+"""
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
+
+_KERNEL = (4, 4)
+
+
+class ConvEncoder(nn.Module):
+  latent_dim: int
+  widths: tuple[int, int, int] = (32, 64, 256)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images):
+    x = images.astype(self.dtype)
+    for i, width in enumerate(self.widths[:2]):
+      x = nn.relu(StridedConv(width, _KERNEL, strides=(2, 2), dtype=self.dtype, name=f'Conv_{i}')(x))
+    x = nn.relu(nn.Dense(self.widths[2], dtype=self.dtype)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(2 * self.latent_dim, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+class ConvDecoder(nn.Module):
+  image_shape: tuple[int, int, int]
+  widths: tuple[int, int, int] = (256, 64, 32)
+  dtype: Any = jnp.float32
+  outputs_per_pixel: int = 1  # 2: a location and a log scale per pixel and channel
+
+  @nn.compact
+  def __call__(self, z):
+    height, width, channels = self.image_shape
+    x = nn.relu(nn.Dense(self.widths[0], dtype=self.dtype)(z.astype(self.dtype)))
+    x = nn.relu(nn.Dense(height // 4 * width // 4 * self.widths[1], dtype=self.dtype)(x))
+    x = x.reshape(z.shape[0], height // 4, width // 4, self.widths[1])
+    x = nn.relu(SubpixelConvTranspose(self.widths[2], _KERNEL, strides=(2, 2), dtype=self.dtype)(x))
+    x = SubpixelConvTranspose(channels * self.outputs_per_pixel, _KERNEL, strides=(2, 2), dtype=self.dtype)(x)
+    return x.astype(jnp.float32)
+
+
+class MLPEncoder(nn.Module):
+  latent_dim: int
+  hidden: Sequence[int] = (512, 256)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images):
+    x = images.reshape(images.shape[0], -1).astype(self.dtype)
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
+    return nn.Dense(2 * self.latent_dim, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+class MLPDecoder(nn.Module):
+  image_shape: tuple[int, int, int]
+  hidden: Sequence[int] = (256, 512)
+  dtype: Any = jnp.float32
+  outputs_per_pixel: int = 1
+
+  @nn.compact
+  def __call__(self, z):
+    x = z.astype(self.dtype)
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
+    height, width, channels = self.image_shape
+    x = nn.Dense(math.prod(self.image_shape) * self.outputs_per_pixel, dtype=self.dtype)(x)
+    return x.astype(jnp.float32).reshape(z.shape[0], height, width, channels * self.outputs_per_pixel)
+
+
+class VAE(nn.Module):
+  """`encode(x) -> (mean, logvar)`, `decode(z) -> (loc, log_std or None)`; calling it runs both (for init).
+
+  With `learned_std` the decoder must output twice the image's channels: `loc`, then `log_std`.
+  """
+  encoder: nn.Module
+  decoder: nn.Module
+  learned_std: bool = False
+
+  def encode(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    mean, logvar = jnp.split(self.encoder(images), 2, axis=-1)
+    return mean, logvar
+
+  def decode(self, z: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    out = self.decoder(z)
+    if self.learned_std:
+      loc, log_std = jnp.split(out, 2, axis=-1)
+      return loc, log_std
+    return out, None
+
+  def __call__(self, images: jax.Array, eps: jax.Array):
+    mean, logvar = self.encode(images)
+    return self.decode(mean + jnp.exp(0.5 * logvar) * eps)
+
+
+def _scaled(widths, multiplier):
+  return tuple(max(1, round(n * multiplier)) for n in widths)
+
+
+def create_vae_conv(image_shape, *, latent_dim, learned_std=False, width_multiplier=1.0, dtype=jnp.float32):
+  height, width, _ = image_shape
+  if height % 4 or width % 4:
+    raise ValueError(f'vae_conv needs image height and width divisible by 4, got {image_shape}')
+  return VAE(ConvEncoder(latent_dim, _scaled((32, 64, 256), width_multiplier), dtype),
+             ConvDecoder(tuple(image_shape), _scaled((256, 64, 32), width_multiplier), dtype,
+                         2 if learned_std else 1), learned_std)
+
+
+def create_vae_mlp(image_shape, *, latent_dim, learned_std=False, width_multiplier=1.0, dtype=jnp.float32):
+  return VAE(MLPEncoder(latent_dim, _scaled((512, 256), width_multiplier), dtype),
+             MLPDecoder(tuple(image_shape), _scaled((256, 512), width_multiplier), dtype, 2 if learned_std else 1),
+             learned_std)

@@ -1,0 +1,24 @@
+"""A convolutional VAE on the offline MNIST digits (`mnist5k`): Bernoulli likelihood on dynamically
+binarised pixels, 32 latent dimensions, a short KL warm-up.
+
+`python -m aigc_jax.main --config=configs/vae_mnist.py --workdir=/tmp/aigc_vae`
+Gaussian likelihood on the 8-bit pixels (learned scale): `--config.vae.likelihood=gaussian`.
+"""
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model = 'vae_conv'
+  config.latent_dim = 32
+  config.batch_size = 128
+  config.learning_rate = 1e-3
+  config.adam_b1 = 0.9
+  config.num_train_steps = 5_000
+  config.vae.likelihood = 'bernoulli'
+  config.vae.binarize = 'dynamic'
+  config.vae.kl_warmup_steps = 500
+  config.vae.heldout_every_steps = 500
+  config.sample_every_steps = 1_000
+  config.checkpoint_every_steps = 1_000
+  return config
