@@ -185,7 +185,7 @@ def measure(config) -> dict[str, Any]:
   batch_shapes = input_pipeline.global_batch_shapes(config, info)
   batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
               for key, s in batch_shapes.items()}
-  train_rng = jax.device_put(train_rng, replicated)
+  train_rng = sharding_lib.put_replicated(train_rng, mesh)
 
   # The same step, compiled the same way, as `train.py` runs it.
   step_fn = functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,

@@ -22,6 +22,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def put_replicated(tree: Any, mesh: Mesh) -> Any:
+  """Host values (the same on every process) as arrays replicated over `mesh`, with one process or many.
+
+  `jax.device_put` needs every device of the target sharding to belong to this process; a jitted copy
+  with replicated output does not.
+  """
+  return jax.jit(lambda x: x, out_shardings=replicated(mesh))(tree)
+
+
 def state_sharding(abstract_state: Any, mesh: Mesh) -> Any:
   """A sharding for every leaf of the train state: replicated over the mesh."""
   return jax.tree.map(lambda _: replicated(mesh), abstract_state)

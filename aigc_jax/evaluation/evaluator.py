@@ -83,7 +83,7 @@ class Evaluator:
     self.network = network or load_feature_network(config, image_shape)
     replicated = sharding_lib.replicated(mesh)
     self._split = NamedSharding(mesh, P(sharding_lib.DATA_AXIS))
-    self._variables = jax.device_put(self.network.variables, replicated)
+    self._variables = sharding_lib.put_replicated(self.network.variables, mesh)
     features = functools.partial(_features_and_probs, self.network.apply)
     self._features = jax.jit(features, in_shardings=(replicated, self._split),
                              out_shardings=(self._split, self._split))
