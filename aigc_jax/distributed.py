@@ -170,23 +170,23 @@ def _give_up(what: str, timeout: int) -> None:
   os._exit(1)  # pylint: disable=protected-access  (the main thread is blocked inside JAX's connect)
 
 
-def failed_across_processes(error: BaseException) -> bool:
-  """Whether `error`, or an error that caused it, is a failed XLA computation (e.g. a collective) of a
-  multi-process run: the run cannot go on, and most often another process died."""
+def failed_across_processes(error: BaseException) -> BaseException | None:
+  """The failed XLA computation (e.g. a collective) of a multi-process run behind `error` (itself or an
+  error that caused it), or None. Such a run cannot go on; most often another process died."""
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_count() == 1:
-    return False
+    return None
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
     if isinstance(error, jax.errors.JaxRuntimeError):
-      return True
+      return error
     error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
-  return False
+  return None
 
 
 def exit_failed_across_processes(error: BaseException, status: int = 1) -> NoReturn:
-  """Prints one `error:` line and ends this process at once.
+  """Prints one `error:` line about `error` (see `failed_across_processes`) and ends this process at once.
 
   Skips the exit-time shutdown barrier on purpose: it would wait up to `--shutdown_timeout` for a process
   that may be dead, while this exit already tells the coordination service (or, from process 0, every
@@ -194,8 +194,8 @@ def exit_failed_across_processes(error: BaseException, status: int = 1) -> NoRet
   """
   import jax  # pylint: disable=g-import-not-at-top
   text = ' '.join(str(error).split())[:300]
-  print(f'error: process {jax.process_index()} of {jax.process_count()} lost the multi-process run: '
-        f'{type(error).__name__}: {text} (if another process died first, its log says why)',
+  print(f'error: process {jax.process_index()} of {jax.process_count()} lost the multi-process run '
+        f'({type(error).__name__}: {text}); another process probably died or was killed: see its log',
         file=sys.stderr, flush=True)
   logging.flush()
   sys.stdout.flush()

@@ -48,8 +48,9 @@ def main(argv: list[str]) -> None:
   try:
     train.train_and_evaluate(_CONFIG.value, cli.absolute_workdir(_WORKDIR.value))
   except Exception as e:  # pylint: disable=broad-except
-    if distributed.failed_across_processes(e):  # e.g. a collective with a process that died
-      distributed.exit_failed_across_processes(e, status=cli.EXIT_RUN_FAILED)
+    lost = distributed.failed_across_processes(e)  # e.g. a collective with a process that died
+    if lost is not None:
+      distributed.exit_failed_across_processes(lost, status=cli.EXIT_RUN_FAILED)
     if isinstance(e, ConfigError):
       cli.fail(str(e))
     if isinstance(e, (CheckpointError, train.TrainingStopped)):
