@@ -2,8 +2,9 @@
 # N processes of one multi-process (multi-host) run on this machine's CPU, their collectives over gloo:
 # the multi-host code path, tested here before paying for a pod.
 #   launch/local_multiprocess.sh N --config=configs/default.py --workdir=/tmp/mh [--config.key=value ...]
-# Every argument after N goes to each `python3 -m aigc_jax.main`, which also gets --coordinator_address,
+# Every argument after N goes to each `python3 -m $MODULE`, which also gets --coordinator_address,
 # --num_processes and --process_id. Environment:
+#   MODULE               the entry point (default aigc_jax.main; aigc_jax.benchmark works the same way)
 #   DEVICES_PER_PROCESS  fake CPU devices per process (default 4)
 #   PORT                 coordinator port on localhost (default: a free one)
 #   LOG_DIR              per-process logs process_<i>.log (default: a new temporary directory)
@@ -26,7 +27,7 @@ export JAX_PLATFORMS=cpu
 
 pids=()
 for ((i = 0; i < num_processes; i++)); do
-  python3 -m aigc_jax.main "$@" --coordinator_address="localhost:$port" --num_processes="$num_processes" \
+  python3 -m "${MODULE:-aigc_jax.main}" "$@" --coordinator_address="localhost:$port" --num_processes="$num_processes" \
     --process_id="$i" >"$log_dir/process_$i.log" 2>&1 &
   pids+=("$!")
   echo "process $i: pid $!, log $log_dir/process_$i.log"
