@@ -56,11 +56,12 @@ class Launch:
 
   def __init__(self, num_processes, devices, flags, log_dir, **env):
     self.log_dir = str(log_dir)
-    self.console = open(os.path.join(self.log_dir + '.console'), 'w+')  # pylint: disable=consider-using-with
-    self.process = subprocess.Popen(
-        ['bash', LAUNCHER, str(num_processes), *flags], cwd=REPO_ROOT, stdout=self.console, start_new_session=True,
-        stderr=subprocess.STDOUT, env=_env(LOG_DIR=self.log_dir, DEVICES_PER_PROCESS=str(devices),
-                                           PORT=str(_free_port()), **env))
+    self.console = self.log_dir + '.console'  # the launcher's own output: pids, then process 0's log
+    with open(self.console, 'w') as console:
+      self.process = subprocess.Popen(
+          ['bash', LAUNCHER, str(num_processes), *flags], cwd=REPO_ROOT, stdout=console,
+          stderr=subprocess.STDOUT, start_new_session=True,
+          env=_env(LOG_DIR=self.log_dir, DEVICES_PER_PROCESS=str(devices), PORT=str(_free_port()), **env))
     self.num_processes = num_processes
     self.started = time.time()
 
@@ -69,8 +70,8 @@ class Launch:
     return open(path).read() if os.path.exists(path) else ''
 
   def pids(self) -> list[int]:
-    self.console.seek(0)
-    found = {int(i): int(p) for i, p in re.findall(r'^process (\d+): pid (\d+)', self.console.read(), re.M)}
+    with open(self.console) as console:
+      found = {int(i): int(p) for i, p in re.findall(r'^process (\d+): pid (\d+)', console.read(), re.M)}
     return [found[i] for i in range(self.num_processes)]
 
   def wait_until(self, predicate, what):
@@ -106,14 +107,13 @@ def _committed_steps(workdir):
                 if os.path.basename(os.path.dirname(p)).isdigit())
 
 
-def _abstract_state(config):
-  """The restore target of the tiny config on this process's 8 devices."""
+def _initializer(config):
+  """`(init, abstract)` of the tiny config's train state on this process's 8 devices (see `state.py`)."""
   _, info, gan = train.prepare_data_and_models(config)
-  _, abstract = state_lib.sharded_initializer(
+  return state_lib.sharded_initializer(
       sharding.create_mesh(), gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
       d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=info.image_shape,
       latent_dim=config.latent_dim)
-  return abstract
 
 
 def _saved(workdir, step, abstract):
@@ -155,7 +155,7 @@ def test_two_processes_match_one_resume_across_process_counts_and_stop_together(
     plain = jax.device_get(train.train_and_evaluate(config, str(tmp_path / 'c')))
 
     k.wait_until(lambda: _committed_steps(k_dir) and _committed_steps(k_dir)[-1] >= 3, 'checkpoint 3 of K')
-    survivor, victim = k.pids()
+    _, victim = k.pids()
     os.kill(victim, signal.SIGKILL)
     killed_at = time.time()
     k_status = k.wait()
@@ -172,7 +172,7 @@ def test_two_processes_match_one_resume_across_process_counts_and_stop_together(
   assert ('lost the multi-process run' in survivor_log
           or 'stopped sending heartbeats' in survivor_log), survivor_log[-3000:]
   assert b_status == 0, b.log(0)[-3000:]
-  abstract = _abstract_state(config)
+  _, abstract = _initializer(config)
   assert _committed_steps(b_dir) == list(range(1, 15))
   reference = functools.lru_cache(lambda step: _saved(b_dir, step, abstract))
 
@@ -190,7 +190,6 @@ def test_two_processes_match_one_resume_across_process_counts_and_stop_together(
   os.makedirs(os.path.join(a_dir, 'checkpoints'))
   shutil.copytree(os.path.join(b_dir, 'checkpoints', '2'), os.path.join(a_dir, 'checkpoints', '2'))
   c = k_steps[-1]
-  assert c + 2 <= 14, f'K got to checkpoint {c} before it was killed, beyond the reference run'
   a = Launch(2, 4, _flags(config, a_dir, num_train_steps=100_000, checkpoint_every_steps=100_000),
              tmp_path / 'a_logs', **cache)
   d = Launch(1, 8, _flags(config, k_dir, num_train_steps=c + 2, checkpoint_every_steps=100_000),
@@ -209,7 +208,10 @@ def test_two_processes_match_one_resume_across_process_counts_and_stop_together(
   assert stops[0] and stops[0] == stops[1], stops
   stopped_at = int(stops[0][0])
   assert _committed_steps(a_dir) == [2, stopped_at]
-  assert stopped_at <= 14, f'stopped at {stopped_at}, beyond the reference run'
+  if max(stopped_at, c + 2) > 14:  # rare (a slow stop under load): extend the reference, by a 1-process resume
+    more = Launch(1, 8, _flags(config, b_dir, num_train_steps=max(stopped_at, c + 2), checkpoint_every_steps=1),
+                  tmp_path / 'b2_logs', **cache)
+    assert more.wait() == 0, more.log(0)[-3000:]
   # 1 -> 2: the state and every stream's data position carry over exactly.
   _assert_bit_identical(_saved(a_dir, stopped_at, abstract), reference(stopped_at), '1 -> 2 processes')
   # 2 -> 1: likewise.
@@ -291,8 +293,9 @@ def test_process_shares_of_the_streams_assemble_the_one_process_batch(tiny_confi
   info = input_pipeline.dataset_info(tiny_config, builder)
   shape = input_pipeline.global_batch_shapes(tiny_config, info)['image'].shape
   assert input_pipeline.batch_streams(sharding.batch_sharding(sharding.create_mesh()), shape) == (8, list(range(8)))
-  whole = input_pipeline.TrainStreams(tiny_config, builder, num_streams=8, ids=range(8))
-  halves = [input_pipeline.TrainStreams(tiny_config, builder, num_streams=8, ids=range(4 * i, 4 * i + 4))
+  # 4 streams (as on 4 devices) read by one process, and by two processes of 2 streams each.
+  whole = input_pipeline.TrainStreams(tiny_config, builder, num_streams=4, ids=range(4))
+  halves = [input_pipeline.TrainStreams(tiny_config, builder, num_streams=4, ids=range(2 * i, 2 * i + 2))
             for i in range(2)]
   for _ in range(3):
     expected = next(whole)
@@ -303,23 +306,27 @@ def test_process_shares_of_the_streams_assemble_the_one_process_batch(tiny_confi
 
 
 def test_data_positions_of_another_stream_count_restart_with_a_warning(tiny_config, tmp_path, caplog):
-  workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(tiny_config, workdir)  # 8 streams, checkpoints 2 and 4
   builder = input_pipeline.get_builder(tiny_config)
-  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=3)
-  abstract = _abstract_state(tiny_config)
-  fewer = input_pipeline.TrainStreams(tiny_config, builder, num_streams=4, ids=range(4))
+  init, abstract = _initializer(tiny_config)
+  saved = input_pipeline.TrainStreams(tiny_config, builder, num_streams=2, ids=range(2))
+  first = next(saved)
+  checkpointer = checkpointing.Checkpointer(str(tmp_path / 'checkpoints'), keep=3)
+  checkpointer.save(1, init(jax.random.key(0)), saved, tiny_config)
+  checkpointer.wait_until_finished()
+
+  fewer = input_pipeline.TrainStreams(tiny_config, builder, num_streams=1, ids=range(1))
   with caplog.at_level(logging.WARNING):
-    state = checkpointer.restore(4, abstract, fewer)
-  assert int(state.step) == 4
+    state = checkpointer.restore(1, abstract, fewer)
+  assert int(state.step) == 0  # the train state restores
   assert any('holds data positions for' in r.getMessage() and 'restarts' in r.getMessage() for r in caplog.records)
-  fresh = input_pipeline.TrainStreams(tiny_config, builder, num_streams=4, ids=range(4))
+  fresh = input_pipeline.TrainStreams(tiny_config, builder, num_streams=1, ids=range(1))
   np.testing.assert_array_equal(next(fewer)['image'], next(fresh)['image'])  # left at the start
-  same = input_pipeline.TrainStreams(tiny_config, builder, num_streams=8, ids=range(8))
-  checkpointer.restore(4, abstract, same)
-  moved = next(same)['image']
-  assert not np.array_equal(moved, next(input_pipeline.TrainStreams(tiny_config, builder, num_streams=8,
-                                                                      ids=range(8)))['image'])
+
+  same = input_pipeline.TrainStreams(tiny_config, builder, num_streams=2, ids=range(2))
+  checkpointer.restore(1, abstract, same)
+  second = next(saved)['image']
+  assert not np.array_equal(second, first['image'])
+  np.testing.assert_array_equal(next(same)['image'], second)  # moved to the saved position
   checkpointer.close()
 
 
