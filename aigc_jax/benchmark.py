@@ -29,7 +29,7 @@ from typing import Any, Iterator
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aigc_jax import cli
+from aigc_jax import cli, distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a benchmark config (configs/benchmark.py).',
                                           lock_config=True)
@@ -181,7 +181,7 @@ def measure(config) -> dict[str, Any]:
   batch_shapes = input_pipeline.global_batch_shapes(config, info)
   batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
               for key, s in batch_shapes.items()}
-  train_rng = jax.device_put(train_rng, replicated)
+  train_rng = sharding_lib.put_replicated(train_rng, mesh)
 
   # The same step, compiled the same way, as `train.py` runs it.
   start = time.perf_counter()
@@ -351,7 +351,12 @@ def _is_report(argv: list[str]) -> bool:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """The shared one-line flag errors; `--config` is needed to measure, not to report."""
-  return cli.parse_flags(argv, None if _is_report(argv) else _CONFIG, example='configs/benchmark.py')
+  remaining = cli.parse_flags(argv, None if _is_report(argv) else _CONFIG, example='configs/benchmark.py')
+  try:
+    distributed.check(distributed.settings_from_flags())
+  except distributed.DistributedError as e:
+    cli.fail(str(e))
+  return remaining
 
 
 def main(argv: list[str]) -> None:
@@ -372,11 +377,18 @@ def main(argv: list[str]) -> None:
     cli.fail('--results is required, e.g. --results=benchmarks/results/cpu.jsonl')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')  # tf.data only feeds the host
+  try:  # a multi-process benchmark (e.g. a pod slice), as for training: see aigc_jax/distributed.py
+    distributed.initialize(distributed.settings_from_flags())
+  except distributed.DistributedError as e:
+    cli.fail(str(e))
+  import jax  # pylint: disable=g-import-not-at-top
   from aigc_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     result = measure(_CONFIG.value)
   except ConfigError as e:
     cli.fail(str(e))
+  if jax.process_index() != 0:
+    return  # process 0 reports for the whole run
   append_result(_RESULTS.value, result)
   logging.info('result: %s', json.dumps(result, sort_keys=True))
   print(json.dumps(result, sort_keys=True), file=sys.stdout)

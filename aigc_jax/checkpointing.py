@@ -3,9 +3,15 @@
 One checkpoint step holds three items, committed together:
 - `state`: the whole train state (params, non-param variables such as batch-norm statistics, both
   optimiser states, step), saved asynchronously and restored straight into its sharded layout;
-- `data`: every process's tf.data iterator position (shuffle buffer included), so a resumed run sees
-  exactly the batches an uninterrupted run would have seen;
+- `data`: the position (shuffle buffer included) of every tf.data stream of the global batch, each
+  written by the process that runs it, so a resumed run sees exactly the batches an uninterrupted run
+  would have seen; and `data_layout`, what those positions fit (the stream count) and the process count
+  that wrote them. Positions restore under any process count with the same stream count; otherwise the
+  data order restarts, with a warning;
 - `config`: the run's config as JSON, for tools that rebuild the models from a workdir.
+
+Multi-host: every process calls save and restore (Orbax coordinates them and writes each array shard
+once); the state restores into the current sharding whatever the process count that saved it.
 
 Failure handling: a save killed midway leaves only an uncommitted temporary directory, which is ignored
 (and cleaned up) so the previous checkpoint is the one restored. A checkpoint that fails to restore
@@ -14,7 +20,6 @@ older one is tried. A save that fails (disk full, read-only workdir) raises `Che
 """
 import dataclasses
 import os
-import shutil
 import time
 from typing import Any
 
@@ -38,27 +43,28 @@ def _one_line(error: BaseException) -> str:
 
 
 class TfIteratorHandler(ocp.CheckpointHandler):
-  """Saves and restores a tf.data iterator per process (`process_<index>` inside the item directory)."""
+  """Saves and restores named tf.data iterators; each process writes and reads the names it runs."""
 
   def save(self, directory: epath.Path, args: 'TfIteratorSave'):
-    tf.train.Checkpoint(iterator=args.iterator).write(os.fspath(directory / f'process_{jax.process_index()}'))
+    for name, iterator in args.iterators.items():
+      tf.train.Checkpoint(iterator=iterator).write(os.fspath(directory / name))
 
   def restore(self, directory: epath.Path, args: 'TfIteratorRestore'):
-    checkpoint = tf.train.Checkpoint(iterator=args.iterator)
-    checkpoint.read(os.fspath(directory / f'process_{jax.process_index()}')).assert_consumed()
-    return args.iterator
+    for name, iterator in args.iterators.items():
+      tf.train.Checkpoint(iterator=iterator).read(os.fspath(directory / name)).assert_consumed()
+    return args.iterators
 
 
 @ocp.args.register_with_handler(TfIteratorHandler, for_save=True)
 @dataclasses.dataclass
 class TfIteratorSave(ocp.args.CheckpointArgs):
-  iterator: Any
+  iterators: dict[str, Any]
 
 
 @ocp.args.register_with_handler(TfIteratorHandler, for_restore=True)
 @dataclasses.dataclass
 class TfIteratorRestore(ocp.args.CheckpointArgs):
-  iterator: Any
+  iterators: dict[str, Any]
 
 
 def _remove_uncommitted_saves(directory: str) -> None:
@@ -67,11 +73,12 @@ def _remove_uncommitted_saves(directory: str) -> None:
   Done here, synchronously, because a step whose save was interrupted is saved again by the resumed run,
   and Orbax's own clean-up could otherwise remove the new save's directory of the same name.
   """
-  if jax.process_index() == 0 and os.path.isdir(directory):
-    for name in os.listdir(directory):
-      if '.orbax-checkpoint-tmp' in name:
-        logging.warning('removing the uncommitted save %s/%s (interrupted before it completed)', directory, name)
-        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+  path = epath.Path(directory)
+  if jax.process_index() == 0 and path.is_dir():
+    for child in path.iterdir():
+      if '.orbax-checkpoint-tmp' in child.name:
+        logging.warning('removing the uncommitted save %s (interrupted before it completed)', child)
+        child.rmtree(missing_ok=True)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('removed uncommitted saves')
 
@@ -106,11 +113,11 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int, async_save: bool = True):
     _remove_uncommitted_saves(directory)
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        directory if '://' in directory else os.path.abspath(directory),  # local, or a bucket (gs://...)
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save),
         item_handlers={'state': ocp.StandardCheckpointHandler(), 'data': TfIteratorHandler(),
-                       'config': ocp.JsonCheckpointHandler()})
+                       'data_layout': ocp.JsonCheckpointHandler(), 'config': ocp.JsonCheckpointHandler()})
 
   @property
   def directory(self) -> str:
@@ -125,12 +132,16 @@ class Checkpointer:
   def save(self, step: int, state: Any, data_iterator: Any, config: ml_collections.ConfigDict) -> None:
     """Starts saving `step` (asynchronously when enabled); returns once the state is safe to donate.
 
+    `data_iterator` is this process's data position: `.iterators` (name -> tf.data iterator) and
+    `.layout` (a JSON dict of what the positions fit), e.g. an `input_pipeline.TrainStreams`.
     Raises `CheckpointError` if this save, or the previous asynchronous one, failed.
     """
+    layout = dict(data_iterator.layout, process_count=jax.process_count())
     try:
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(_state_target(state)),
-          data=TfIteratorSave(data_iterator),
+          data=TfIteratorSave(dict(data_iterator.iterators)),
+          data_layout=ocp.args.JsonSave(layout),
           config=ocp.args.JsonSave(config.to_dict())), force=True)
     except Exception as e:  # Orbax and the file system raise many types.
       raise CheckpointError(self._save_failed(f'saving checkpoint {step}', e)) from e
@@ -168,11 +179,11 @@ class Checkpointer:
   def _quarantine(self, step: int) -> None:
     """Moves a corrupt checkpoint out of the way (keeping its files) so that `step` can be saved again."""
     if jax.process_index() == 0:
-      source = os.path.join(self.directory, str(step))
-      target = f'{source}.corrupt'
-      if os.path.exists(target):
-        target = f'{source}.corrupt-{int(time.time())}'
-      os.rename(source, target)
+      source = epath.Path(self.directory) / str(step)
+      target = source.with_name(f'{step}.corrupt')
+      if target.exists():
+        target = source.with_name(f'{step}.corrupt-{int(time.time())}')
+      source.rename(target)
       logging.warning('moved unusable checkpoint %s to %s', source, target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'quarantined checkpoint {step}')
@@ -181,13 +192,28 @@ class Checkpointer:
   def restore(self, step: int, target_state: Any, data_iterator: Any) -> Any:
     """Restores `step` into the layout of `target_state` (arrays or `jax.ShapeDtypeStruct`s with shardings).
 
-    `data_iterator` is moved to the saved position in place; pass None to leave the data position alone.
+    `data_iterator` (see `save`) is moved to the saved position in place when the checkpoint's data layout
+    is the same as its own; otherwise (another stream count, or a checkpoint without a recorded layout) it
+    is left at the start, with a warning. Pass None to leave the data position alone.
     """
     items = {'state': ocp.args.StandardRestore(_state_target(target_state))}
     if data_iterator is not None:
-      items['data'] = TfIteratorRestore(data_iterator)
+      saved = self._data_layout(step)
+      current = dict(data_iterator.layout)
+      if saved is not None and {k: saved.get(k) for k in current} == current:
+        items['data'] = TfIteratorRestore(dict(data_iterator.iterators))
+      else:
+        logging.warning('checkpoint %s/%d holds data positions for %s, this run reads %s: the data order '
+                        'restarts from the seed (the train state is restored exactly)', self.directory, step,
+                        saved or 'an unrecorded layout', current)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return _from_restored(target_state, restored['state'])
+
+  def _data_layout(self, step: int) -> dict[str, Any] | None:
+    """The data layout recorded with `step`, or None for a checkpoint written before layouts were recorded."""
+    if not (epath.Path(self.directory) / str(step) / 'data_layout').is_dir():
+      return None
+    return self._manager.restore(step, args=ocp.args.Composite(data_layout=ocp.args.JsonRestore()))['data_layout']
 
   def restore_state(self, step: int, target_state: Any) -> Any:
     """Restores only the train state of `step` (for tools that evaluate or sample, with no data iterator)."""

@@ -4,6 +4,7 @@ Bad input ends with one `error: ...` line on stderr and exit status 2 (no traceb
 run that cannot continue ends the same way with exit status 1.
 """
 import importlib.util
+import os
 import sys
 from typing import Callable, NoReturn
 
@@ -55,6 +56,11 @@ def parse_flags(argv: list[str], config_flag=None, *, example: str = 'configs/de
     except Exception as e:  # pylint: disable=broad-except
       fail(f'could not load --config: {str(e).splitlines()[0] if str(e) else type(e).__name__}')
   return remaining
+
+
+def absolute_workdir(path: str) -> str:
+  """`path` made absolute, unless it is a bucket URL such as gs://bucket/run (kept as given)."""
+  return path if '://' in path else os.path.abspath(path)
 
 
 def quiet_orbax_info() -> None:

@@ -3,13 +3,13 @@
 A bad config raises `ConfigError` whose message is one line naming the field, what was given and what is
 allowed; `main` prints it and exits non-zero.
 """
-import os
-import tempfile
+import uuid
 from typing import Any
 
 import re
 
 import ml_collections
+from etils import epath
 
 from aigc_jax import augment as augment_lib
 from aigc_jax import sharding as sharding_lib
@@ -198,10 +198,13 @@ def _validate_dataset(name: str) -> None:
 
 
 def check_workdir(workdir: str) -> None:
-  """Creates `workdir` if needed and proves it writable, touching nothing already in it."""
+  """Creates `workdir` (a local path or a bucket URL such as gs://bucket/run) if needed and proves it
+  writable, touching nothing already in it."""
+  path = epath.Path(workdir)
+  probe = path / f'.write_test_{uuid.uuid4().hex}'  # unique: every process of a multi-host run probes
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test_'):
-      pass
-  except OSError as e:
-    raise ConfigError(f'workdir {workdir!r} is not writable: {e.strerror or e}') from None
+    path.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b'')
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except  (OSError locally; a storage client's own types)
+    raise ConfigError(f'workdir {workdir!r} is not writable: {getattr(e, "strerror", None) or e}') from None

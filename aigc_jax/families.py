@@ -66,8 +66,7 @@ def create(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int])
 def _fixed_latents(config: ml_collections.ConfigDict, mesh: Mesh) -> jax.Array:
   """The same latents for every sample grid of a run."""
   key = jax.random.fold_in(jax.random.key(config.seed), _SAMPLE_KEY)
-  return jax.device_put(jax.random.normal(key, (config.num_sample_images, config.latent_dim)),
-                        sharding_lib.replicated(mesh))
+  return sharding_lib.put_replicated(jax.random.normal(key, (config.num_sample_images, config.latent_dim)), mesh)
 
 
 def _write_grid(ctx: ReportContext, step: int, name: str, images: np.ndarray, columns: int | None = None) -> None:
@@ -194,7 +193,7 @@ def _vae_reporter(ctx: ReportContext, *, vae, likelihood: vae_losses.Likelihood,
   reconstruct = jax.jit(functools.partial(steps.vae_reconstruct, vae=vae, likelihood=likelihood),
                         in_shardings=(ctx.state_shardings, replicated), out_shardings=replicated)
   pairs = max(1, min(config.num_sample_images // 2, len(targets)))
-  inputs = jax.device_put(targets[:pairs], replicated)
+  inputs = sharding_lib.put_replicated(targets[:pairs], ctx.mesh)
 
   def write_images(step: int, state: Any) -> None:
     write_samples(step, state)

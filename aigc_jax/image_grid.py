@@ -1,8 +1,9 @@
 """Sample grids: a batch of images in [-1, 1] tiled into one uint8 picture, and written as PNG."""
+import io
 import math
-import os
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -23,6 +24,10 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
 
 
 def save_png(grid: np.ndarray, path: str) -> None:
-  """Writes a uint8 `[H, W, C]` grid (C = 1 or 3) as PNG, creating the directory."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+  """Writes a uint8 `[H, W, C]` grid (C = 1 or 3) as PNG to a local path or a bucket URL, creating the
+  directory."""
+  target = epath.Path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  png = io.BytesIO()
+  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(png, format='PNG')
+  target.write_bytes(png.getvalue())

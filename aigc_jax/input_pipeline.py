@@ -1,19 +1,26 @@
 """TFDS -> tf.data -> global `jax.Array` batches.
 
-Each process reads its own slice of the split (`tfds.split_for_jax_process`), batches
-`global_batch // process_count` examples, and the global batch is assembled from the process-local pieces
-with `jax.make_array_from_process_local_data`. Images leave tf.data as float32 in [-1, 1].
+The global batch is cut into *streams*, one per shard of the batch axis (one per device on the data
+mesh). Stream `s` reads its own even slice of the split (`tfds.even_splits(split, n)[s]`, what
+`tfds.split_for_jax_process` gives a process), shuffles it with its own seed and supplies rows
+`[s * b, (s + 1) * b)` of every global batch (`b = global_batch // num_streams`). Each process runs only the
+streams whose rows its devices hold, concatenates them (its `global_batch // process_count` rows) and the
+global batch is assembled with `jax.make_array_from_process_local_data`. So the global batches, and hence
+the training run, are a function of the seed and the stream count alone: 2 processes x 4 devices see
+exactly the batches 1 process x 8 devices sees, and a stream's iterator (checkpointed per stream) resumes
+under any process count. Images leave tf.data as float32 in [-1, 1].
 
 A training element holds the real batches one generator update consumes: `n_critic` discriminator batches,
 so `image` is `[n_critic, local_batch, H, W, C]` and `label` is `[n_critic, local_batch]`.
 """
 import dataclasses
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
+from jax.experimental import multihost_utils
 import tensorflow_datasets as tfds
 
 import aigc_jax.datasets  # noqa: F401  (registers the offline TFDS builders)
@@ -29,9 +36,25 @@ class DatasetInfo:
 
 
 def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The TFDS builder for `config.dataset`, prepared (built or downloaded) if it is not yet."""
+  """The TFDS builder for `config.dataset`, prepared (built or downloaded) if it is not yet.
+
+  Multi-process: process 0 prepares first and the others then find the data prepared (a shared data_dir)
+  or prepare their own copy (a local one), so no two processes write the same files at once.
+  """
   builder = tfds.builder(config.dataset, data_dir=config.data_dir)
-  builder.download_and_prepare()
+  if jax.process_count() == 1:
+    builder.download_and_prepare()
+    return builder
+  failure = None
+  if jax.process_index() == 0:
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except  (every process must reach the broadcast)
+      failure = e
+  if not int(multihost_utils.broadcast_one_to_all(np.int32(failure is None))):
+    raise failure or RuntimeError('process 0 could not prepare the dataset (see its log)')
+  if jax.process_index() != 0:
+    builder.download_and_prepare()
   return builder
 
 
@@ -60,14 +83,11 @@ def _preprocess(example, *, image_key, label_key, image_size):
   return {'image': image, 'label': label}
 
 
-def create_train_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, *,
-                         process_index: int, process_count: int) -> tf.data.Dataset:
-  """The infinite, seeded, per-process training stream of `[n_critic, local_batch, ...]` elements."""
-  local_batch = config.batch_size // process_count
-  split = tfds.split_for_jax_process(config.train_split, process_index=process_index,
-                                     process_count=process_count)
-  # Distinct but reproducible order per process; the iterator itself is checkpointed for exact resume.
-  seed = config.seed * 1_000 + process_index
+def _stream_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, stream: int,
+                    num_streams: int) -> tf.data.Dataset:
+  """Stream `stream` of `num_streams`: its slice of the split, seeded, infinite, `[n_critic, b, ...]`."""
+  split = tfds.even_splits(config.train_split, n=num_streams)[stream]
+  seed = config.seed * 2**20 + stream  # distinct, reproducible order per stream
   ds = builder.as_dataset(split=split, shuffle_files=True,
                           read_config=tfds.ReadConfig(shuffle_seed=seed))
   options = tf.data.Options()
@@ -76,11 +96,73 @@ def create_train_dataset(config: ml_collections.ConfigDict, builder: tfds.core.D
   ds = ds.map(lambda ex: _preprocess(ex, image_key=config.image_key, label_key=config.label_key,
                                      image_size=config.image_size),
               num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  # The buffer is shared out over the streams: a process holds at most `shuffle_buffer` examples.
+  ds = ds.shuffle(max(1, config.shuffle_buffer // num_streams), seed=seed, reshuffle_each_iteration=True)
   ds = ds.repeat()
-  ds = ds.batch(local_batch, drop_remainder=True)
+  ds = ds.batch(config.batch_size // num_streams, drop_remainder=True)
   ds = ds.batch(config.n_critic, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def batch_streams(sharding: jax.sharding.Sharding, global_shape: Sequence[int]) -> tuple[int, list[int]]:
+  """`(num_streams, ids)` for a training element of `global_shape` laid out by `sharding`.
+
+  One stream per shard of the batch axis (axis 1); `ids` are the streams whose rows this process's
+  devices hold, in row order (the order `make_array_from_process_local_data` expects them in).
+  """
+  rows = sharding.shard_shape(tuple(global_shape))[1]
+  starts = {index[1].start or 0 for index in sharding.addressable_devices_indices_map(tuple(global_shape)).values()}
+  return global_shape[1] // rows, [start // rows for start in sorted(starts)]
+
+
+def _default_streams(process_index: int, process_count: int) -> tuple[int, list[int]]:
+  """One stream per device, each process the contiguous block of its devices (as on `sharding.create_mesh`)."""
+  num_streams = jax.device_count()
+  share = num_streams // process_count
+  return num_streams, list(range(process_index * share, (process_index + 1) * share))
+
+
+def create_train_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, *,
+                         process_index: int, process_count: int) -> tf.data.Dataset:
+  """This process's rows of each global element, `[n_critic, global_batch // process_count, ...]`, as one
+  tf.data pipeline (for inspection and throughput timing; training uses `TrainStreams`, the same rows)."""
+  num_streams, ids = _default_streams(process_index, process_count)
+  streams = tuple(_stream_dataset(config, builder, s, num_streams) for s in ids)
+  if len(streams) == 1:
+    return streams[0]
+  return tf.data.Dataset.zip(streams).map(
+      lambda *parts: {key: tf.concat([p[key] for p in parts], axis=1) for key in parts[0]})
+
+
+class TrainStreams:
+  """This process's streams, one tf.data iterator each; iterating yields its rows of each global element.
+
+  `iterators` (`stream_<id>` -> iterator) and `layout` (where those positions fit) are what checkpoints
+  save: a stream's position restores under any process count, provided the stream count is the same.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, *,
+               num_streams: int, ids: Sequence[int]):
+    self.num_streams = num_streams
+    self.iterators = {f'stream_{s}': iter(_stream_dataset(config, builder, s, num_streams)) for s in ids}
+
+  @property
+  def layout(self) -> dict[str, Any]:
+    return {'num_streams': self.num_streams}
+
+  def __iter__(self) -> 'TrainStreams':
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    parts = [next(it) for it in self.iterators.values()]
+    return {key: np.concatenate([np.asarray(p[key]) for p in parts], axis=1) for key in parts[0]}
+
+
+def train_streams(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
+                  sharding: jax.sharding.Sharding, info: 'DatasetInfo') -> TrainStreams:
+  """The streams this process runs for training elements laid out by `sharding`."""
+  num_streams, ids = batch_streams(sharding, global_batch_shapes(config, info)['image'].shape)
+  return TrainStreams(config, builder, num_streams=num_streams, ids=ids)
 
 
 def global_batch_shapes(config: ml_collections.ConfigDict,

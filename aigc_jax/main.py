@@ -4,13 +4,14 @@ Bad input (a config file that does not load, an unknown key, a value of the wron
 unwritable workdir, a batch the devices cannot split) ends with one `error:` line and exit status 2; a run
 that cannot continue (a checkpoint that cannot be saved or restored, too many non-finite steps) with one
 `error:` line and exit status 1. SIGTERM/SIGINT save a checkpoint and exit 0.
-"""
-import os
 
+Multi-process (multi-host) runs: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each
+process, or nothing under SLURM / Open MPI, or `--distributed=on` on TPU pods; see `distributed.py`.
+"""
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aigc_jax import cli
+from aigc_jax import cli, distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file with get_config().',
                                           lock_config=True)
@@ -22,6 +23,10 @@ def parse_flags(argv: list[str]) -> list[str]:
   remaining = cli.parse_flags(argv, _CONFIG)
   if not _WORKDIR.value:
     cli.fail('--workdir is required')
+  try:
+    distributed.check(distributed.settings_from_flags())
+  except distributed.DistributedError as e:
+    cli.fail(str(e))
   return remaining
 
 
@@ -30,6 +35,10 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   cli.hide_gpus_from_tensorflow()
+  try:
+    distributed.initialize(distributed.settings_from_flags())  # before anything touches a jax backend
+  except distributed.DistributedError as e:
+    cli.fail(str(e))
   import jax  # pylint: disable=g-import-not-at-top
   from aigc_jax import train  # pylint: disable=g-import-not-at-top
   from aigc_jax.checkpointing import CheckpointError  # pylint: disable=g-import-not-at-top
@@ -37,11 +46,16 @@ def main(argv: list[str]) -> None:
 
   logging.info('jax %s: %d process(es), %d device(s)', jax.__version__, jax.process_count(), jax.device_count())
   try:
-    train.train_and_evaluate(_CONFIG.value, os.path.abspath(_WORKDIR.value))
-  except ConfigError as e:
-    cli.fail(str(e))
-  except (CheckpointError, train.TrainingStopped) as e:
-    cli.fail(str(e), status=cli.EXIT_RUN_FAILED)
+    train.train_and_evaluate(_CONFIG.value, cli.absolute_workdir(_WORKDIR.value))
+  except Exception as e:  # pylint: disable=broad-except
+    lost = distributed.failed_across_processes(e)  # e.g. a collective with a process that died
+    if lost is not None:
+      distributed.exit_failed_across_processes(lost, status=cli.EXIT_RUN_FAILED)
+    if isinstance(e, ConfigError):
+      cli.fail(str(e))
+    if isinstance(e, (CheckpointError, train.TrainingStopped)):
+      cli.fail(str(e), status=cli.EXIT_RUN_FAILED)
+    raise
 
 
 if __name__ == '__main__':

@@ -53,6 +53,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def put_replicated(tree: Any, mesh: Mesh) -> Any:
+  """Host values (the same on every process) as arrays replicated over `mesh`, with one process or many.
+
+  `jax.device_put` needs every device of the target sharding to belong to this process; a jitted copy
+  with replicated output does not.
+  """
+  return jax.jit(lambda x: x, out_shardings=replicated(mesh))(tree)
+
+
 def rules_from_config(config: Any) -> tuple[tuple[str, Any], ...]:
   """The partition rules of the run: `param_sharding_rules` if given, else the `param_sharding` preset."""
   if config.param_sharding_rules:

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
+from etils import epath
 from jax.experimental import multihost_utils
 
 from aigc_jax import checkpointing, config_checks, families, input_pipeline
@@ -49,7 +50,9 @@ class PreemptionWatch(contextlib.AbstractContextManager):
 
   Single process: a Python signal handler sets a flag (a second signal acts at once, as usual). Multi-host:
   JAX's coordination service receives the SIGTERM notice and `reached_preemption_sync_point` makes every
-  process stop at the same step, so no Python handler is installed for SIGTERM there.
+  process stop at the same step, so no Python handler is installed for SIGTERM there, and SIGINT is turned
+  into the same SIGTERM notice (a flag of one process's own would let the processes stop at different
+  steps, each then waiting forever in a collective the others never join).
   """
 
   def __init__(self):
@@ -68,8 +71,11 @@ class PreemptionWatch(contextlib.AbstractContextManager):
     del frame
     logging.warning('received %s: finishing the current step, then saving a checkpoint',
                     signal.Signals(signum).name)
-    self._requested.set()
     signal.signal(signum, self._previous[signum])  # a second signal is not deferred
+    if self._multi_host:
+      os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier: every process agrees on the step
+    else:
+      self._requested.set()
 
   def __exit__(self, *exc_info):
     for signum, handler in self._previous.items():
@@ -78,7 +84,7 @@ class PreemptionWatch(contextlib.AbstractContextManager):
 
   def should_stop(self, step: int) -> bool:
     if self._multi_host:
-      return multihost_utils.reached_preemption_sync_point(step) or self._requested.is_set()
+      return multihost_utils.reached_preemption_sync_point(step)
     return self._requested.is_set()
 
 
@@ -208,7 +214,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   init_state, abstract_state = state_lib.initializer_from_config(config, mesh, family.init_state)
 
   try:
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief, asynchronous=True)
+    # Process 0 alone writes metrics (TensorBoard and the console); the others write nothing, so a pod's
+    # merged logs hold each scalar once.
+    writer = (metric_writers.create_default_writer(workdir, asynchronous=True) if is_chief
+              else metric_writers.MultiWriter([]))
   except Exception as e:  # TensorFlow raises its own types for I/O errors (e.g. a full disk).
     raise ConfigError(f'cannot write TensorBoard events in workdir {workdir!r}: '
                       f'{" ".join(str(e).split())[:200]}') from None
@@ -220,9 +229,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   replicated = sharding_lib.replicated(mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
-  # --- Input: this process's share of the split, assembled into global batches. ---
-  data_iterator = iter(input_pipeline.create_train_dataset(
-      config, builder, process_index=jax.process_index(), process_count=jax.process_count()))
+  # --- Input: this process's streams of the global batch, assembled into global arrays. ---
+  data_iterator = input_pipeline.train_streams(config, builder, batch_sharding, info)
   batch_shapes = input_pipeline.global_batch_shapes(config, info)
 
   # --- State: born sharded, or restored from the newest checkpoint. ---
@@ -238,13 +246,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     logging.info('resumed from %s/%d', checkpointer.directory, restored_step)
   initial_step = int(jax.device_get(state.step))
   if is_chief:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+    epath.Path(workdir, 'config.json').write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
 
   # --- Compile once, ahead of time; the loop then calls the executable, which cannot recompile. ---
   batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
               for key, s in batch_shapes.items()}
-  train_rng = jax.device_put(train_rng, replicated)
+  train_rng = sharding_lib.put_replicated(train_rng, mesh)
   start = time.perf_counter()
   train_step = jax.jit(family.train_step, in_shardings=(state_shardings, batch_sharding, replicated),
                        out_shardings=(state_shardings, replicated), donate_argnums=0
@@ -265,8 +272,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         state_shardings=state_shardings, network=feature_network)))
 
   # --- Loop. Metrics stay on device and are fetched one step late, so the host never stalls dispatch. ---
-  report_progress = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
-                                                    every_steps=config.log_every_steps)
+  report_progress = (periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
+                                                     every_steps=config.log_every_steps)
+                     if is_chief else lambda step: None)
   batches = input_pipeline.global_batches(data_iterator, batch_sharding, batch_shapes)
   window, ready, previous_metrics = [], None, None
   stop_reason = None

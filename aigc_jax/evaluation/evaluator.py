@@ -91,7 +91,7 @@ class Evaluator:
     replicated = sharding_lib.replicated(mesh)
     self._split = sharding_lib.example_sharding(mesh)
     self.uses_ema = ema_lib.samples_from_ema(config)
-    self._variables = jax.device_put(self.network.variables, replicated)
+    self._variables = sharding_lib.put_replicated(self.network.variables, mesh)
     features = functools.partial(_features_and_probs, self.network.apply)
     self._features = jax.jit(features, in_shardings=(replicated, self._split),
                              out_shardings=(self._split, self._split))

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# N processes of one multi-process (multi-host) run on this machine's CPU, their collectives over gloo:
+# the multi-host code path, tested here before paying for a pod.
+#   launch/local_multiprocess.sh N --config=configs/default.py --workdir=/tmp/mh [--config.key=value ...]
+# Every argument after N goes to each `python3 -m $MODULE`, which also gets --coordinator_address,
+# --num_processes and --process_id. Environment:
+#   MODULE               the entry point (default aigc_jax.main; aigc_jax.benchmark works the same way)
+#   DEVICES_PER_PROCESS  fake CPU devices per process (default 4)
+#   PORT                 coordinator port on localhost (default: a free one)
+#   LOG_DIR              per-process logs process_<i>.log (default: a new temporary directory)
+# Process 0's log streams to the console. SIGINT/SIGTERM go to every process as SIGTERM: they agree on a
+# step, save a checkpoint there and exit 0. Exits 0 once every process has; otherwise with the status of
+# the first process (by index) that failed, after printing the end of its log.
+set -euo pipefail
+if [[ $# -lt 1 || ! "$1" =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: $0 N --config=CONFIG --workdir=WORKDIR [--config.key=value ...]" >&2
+  exit 2
+fi
+num_processes=$1
+shift
+cd "$(dirname "$0")/.."
+port=${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("localhost", 0)); print(s.getsockname()[1])')}
+log_dir=${LOG_DIR:-$(mktemp -d -t aigc_multiprocess.XXXXXX)}
+mkdir -p "$log_dir"
+export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${DEVICES_PER_PROCESS:-4}"
+export JAX_PLATFORMS=cpu
+
+pids=()
+for ((i = 0; i < num_processes; i++)); do
+  python3 -m "${MODULE:-aigc_jax.main}" "$@" --coordinator_address="localhost:$port" --num_processes="$num_processes" \
+    --process_id="$i" >"$log_dir/process_$i.log" 2>&1 &
+  pids+=("$!")
+  echo "process $i: pid $!, log $log_dir/process_$i.log"
+done
+# shellcheck disable=SC2317  # called by the trap
+stop_all() { kill -s TERM "${pids[@]}" 2>/dev/null || true; }
+trap stop_all INT TERM
+tail -n +1 -f --pid="${pids[0]}" "$log_dir/process_0.log" &
+tail_pid=$!
+
+status=0
+failed=
+for i in "${!pids[@]}"; do
+  # `wait` returns early when a trapped signal arrives; wait again until the process has really ended.
+  while kill -0 "${pids[$i]}" 2>/dev/null; do
+    wait "${pids[$i]}" || true
+  done
+  code=0
+  wait "${pids[$i]}" || code=$?
+  if [[ $code -ne 0 && -z $failed ]]; then
+    status=$code
+    failed=$i
+  fi
+done
+wait "$tail_pid" 2>/dev/null || true
+if [[ -n $failed ]]; then
+  echo "process $failed failed with status $status; the end of its log ($log_dir/process_$failed.log):" >&2
+  tail -n 20 "$log_dir/process_$failed.log" >&2
+fi
+exit "$status"
