@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.benchmark = ml_collections.ConfigDict()
   config.benchmark.mode = 'synthetic'          # synthetic (the step alone) | pipeline (end to end)
   config.benchmark.warmup_steps = 3            # untimed steps after compiling
-  config.benchmark.timed_steps = 20            # each timed alone, the device synchronised after each
+  config.benchmark.timed_steps = 20            # timed alone (synchronised after each), then as many in one window
   config.benchmark.pipeline_batches = 50       # batches timed when measuring the input pipeline alone
   config.benchmark.peak_tflops_per_device = 0.0  # 0 = the peak table, or on CPU a GEMM measured at start
   config.benchmark.gemm_size = 2048            # side of the square matmul that measures the CPU peak

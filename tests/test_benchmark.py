@@ -42,6 +42,8 @@ def test_each_run_appends_one_valid_json_line(results_file):
     assert record['timed_steps'] == 3 and record['batch_size'] == 16
     assert 0 < record['step_ms'] <= record['step_ms_p90']
     assert record['images_per_sec'] == pytest.approx(16 / (record['step_ms'] / 1e3))
+    assert record['window_step_ms'] > 0
+    assert record['window_images_per_sec'] == pytest.approx(16 / (record['window_step_ms'] / 1e3))
     assert record['images_per_sec_per_device'] == pytest.approx(record['images_per_sec'] / 8)
     assert record['peak_source'] == 'measured 128^2 GEMM' and record['peak_tflops_per_device'] > 0
     assert record['mfu'] == pytest.approx(record['model_tflops_per_sec_per_device']
