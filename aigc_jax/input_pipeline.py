@@ -20,8 +20,8 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
-from jax.experimental import multihost_utils
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
 import aigc_jax.datasets  # noqa: F401  (registers the offline TFDS builders)
 
@@ -116,7 +116,9 @@ def batch_streams(sharding: jax.sharding.Sharding, global_shape: Sequence[int]) 
 
 
 def _default_streams(process_index: int, process_count: int) -> tuple[int, list[int]]:
-  """One stream per device, each process the contiguous block of its devices (as on `sharding.create_mesh`)."""
+  """One stream per device and a contiguous block of them per process: a process's rows when the mesh
+  orders devices by process, as on CPU and GPU (training takes the exact rows from the sharding instead,
+  `batch_streams`)."""
   num_streams = jax.device_count()
   share = num_streams // process_count
   return num_streams, list(range(process_index * share, (process_index + 1) * share))
