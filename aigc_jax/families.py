@@ -156,23 +156,24 @@ class HeldoutElbo:
     self._split = NamedSharding(ctx.mesh, P(sharding_lib.DATA_AXIS))
     terms = functools.partial(steps.vae_heldout_terms, vae=vae, likelihood=likelihood,
                               latent_dim=config.latent_dim)
-    self._terms = jax.jit(lambda state, targets, key_data: terms(state, targets, jax.random.wrap_key_data(key_data)),
+    self._terms = jax.jit(lambda state, targets, keys: terms(state, targets, jax.random.wrap_key_data(keys)),
                           in_shardings=(ctx.state_shardings, self._split, self._split),
                           out_shardings=(self._split, self._split))
     base = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.eval.seed), _HELDOUT_KEY), 1)
     self._keys = np.asarray(jax.random.key_data(
         jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(len(targets)))))
 
-  def _global(self, host: np.ndarray) -> jax.Array:
-    return jax.make_array_from_callback(host.shape, self._split, lambda index: host[index])
+  def _global_batch(self, host: np.ndarray) -> jax.Array:
+    """`host` (every process holds the same) padded to a whole batch by repeating its last row, split."""
+    padded = np.concatenate([host, np.repeat(host[-1:], self._batch - len(host), axis=0)])
+    return jax.make_array_from_callback(padded.shape, self._split, lambda index: padded[index])
 
   def __call__(self, state: Any) -> dict[str, float]:
     log_likelihood, kl = [], []
     for start in range(0, len(self._targets), self._batch):
       count = min(self._batch, len(self._targets) - start)
-      pad = lambda x: np.concatenate([x, np.repeat(x[-1:], self._batch - len(x), axis=0)])
-      targets = pad(self._targets[start:start + count])
-      outputs = self._terms(state, self._global(targets), self._global(pad(self._keys[start:start + count])))
+      outputs = self._terms(state, self._global_batch(self._targets[start:start + count]),
+                            self._global_batch(self._keys[start:start + count]))
       ll, k = (np.asarray(multihost_utils.process_allgather(x, tiled=True), np.float64)[:count] for x in outputs)
       log_likelihood.append(ll)
       kl.append(k)
@@ -200,7 +201,7 @@ def _vae_reporter(ctx: ReportContext, *, vae, likelihood: vae_losses.Likelihood,
     reconstructions = np.asarray(jax.device_get(reconstruct(state, inputs)))
     if ctx.is_chief:
       # Each input beside its reconstruction: columns alternate input, reconstruction.
-      side_by_side = np.stack([np.asarray(jax.device_get(inputs)), reconstructions], axis=1)
+      side_by_side = np.stack([targets[:pairs], reconstructions], axis=1)
       _write_grid(ctx, step, 'reconstructions', side_by_side.reshape((-1,) + side_by_side.shape[2:]),
                   columns=2 * math.ceil(math.sqrt(pairs / 2)))
 

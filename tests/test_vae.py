@@ -138,6 +138,25 @@ def test_bernoulli_log_prob_and_kl_warmup():
   assert float(vae_losses.kl_weight(jnp.int32(0), beta=0.5, warmup_steps=0)) == 0.5
 
 
+@pytest.mark.parametrize('model', ['vae_conv', 'vae_mlp'])
+@pytest.mark.parametrize('image_shape', [(28, 28, 1), (32, 32, 3)])
+def test_vae_models_fit_digits_and_colour_images(model, image_shape):
+  for likelihood, std, outputs in (('bernoulli', None, None), ('gaussian', 0.1, None), ('gaussian', None, 'log_std')):
+    config = _vae_config(None, model, likelihood)  # shapes only: no data read
+    config.vae.gaussian_std = std
+    family = families.create(config, image_shape)
+    state = jax.eval_shape(family.init_state, jax.random.key(0))
+    images = jax.ShapeDtypeStruct((3,) + image_shape, jnp.float32)
+    mean, logvar = jax.eval_shape(lambda s, x: family.modules.apply({'params': s.vae.params}, x, method='encode'),
+                                  state, images)
+    assert mean.shape == logvar.shape == (3, config.latent_dim)
+    loc, log_std = jax.eval_shape(lambda s, z: family.modules.apply({'params': s.vae.params}, z, method='decode'),
+                                  state, jax.ShapeDtypeStruct((3, config.latent_dim), jnp.float32))
+    assert loc.shape == (3,) + image_shape
+    assert (log_std is None) if outputs is None else log_std.shape == (3,) + image_shape
+    assert jax.eval_shape(family.generate, state, jax.ShapeDtypeStruct((5, 8), jnp.float32)).shape == (5,) + image_shape
+
+
 # --- The step. ---
 
 def _compiled_step(config, mesh):
