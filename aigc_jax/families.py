@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from aigc_jax import image_grid, input_pipeline, losses, models, optimizers, steps, vae_losses
 from aigc_jax import ema as ema_lib
@@ -153,7 +153,7 @@ class HeldoutElbo:
     self._targets = targets
     self._batch = config.eval.batch_size
     self._dims = math.prod(targets.shape[1:])
-    self._split = NamedSharding(ctx.mesh, P(sharding_lib.DATA_AXIS))
+    self._split = sharding_lib.example_sharding(ctx.mesh)
     terms = functools.partial(steps.vae_heldout_terms, vae=vae, likelihood=likelihood,
                               latent_dim=config.latent_dim)
     self._terms = jax.jit(lambda state, targets, keys: terms(state, targets, jax.random.wrap_key_data(keys)),
