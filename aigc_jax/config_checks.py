@@ -10,7 +10,8 @@ from typing import Any
 import ml_collections
 
 from aigc_jax.losses import GAN_LOSSES
-from aigc_jax.models import GAN_FAMILIES
+from aigc_jax.models import FAMILY_OPTIONS, FAMILY_SPECIFIC_FIELDS, GAN_FAMILIES
+from aigc_jax.models.resnet_gan import WEIGHT_INITS
 from aigc_jax.optimizers import LR_SCHEDULES
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
@@ -49,6 +50,15 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'latent_dim': ((int,), *_positive),
     'width_multiplier': ((int, float), *_positive_float),
     'compute_dtype': ((str,), lambda v: v in COMPUTE_DTYPES, ', '.join(COMPUTE_DTYPES)),
+    'conditional': ((bool,), None, 'True or False'),
+    'num_classes': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the dataset's class count)"),
+    'base_channels': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the family's width)"),
+    'depth_multiplier': ((int,), *_positive),
+    'attention_resolution': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = off)'),
+    'weight_init': ((str,), lambda v: v in WEIGHT_INITS, ', '.join(WEIGHT_INITS)),
+    'hierarchical_latent': ((bool,), None, 'True or False'),
+    'shared_embedding_dim': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = per-layer class embeddings)'),
+    'g_ortho_reg': ((int, float), lambda v: v >= 0, 'a number >= 0 (0 = off)'),
     'seed': ((int,), *_non_negative),
     'log_every_steps': ((int,), *_positive),
     'checkpoint_every_steps': ((int,), *_positive),
@@ -105,12 +115,26 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   """Raises `ConfigError` for the first unknown key, wrong type, bad value or impossible device split."""
   validate_fields(config, FIELDS)
   validate_fields(config.eval, EVAL_FIELDS, prefix='config.eval.')
+  _validate_family_options(config)
   _validate_dataset(config.dataset)
   for field, value in (('batch_size', config.batch_size), ('eval.batch_size', config.eval.batch_size)):
     for divisor, what in ((device_count, 'device count'), (process_count, 'process count')):
       if value % divisor:
         raise ConfigError(f'config.{field}={value} (global) is not divisible by the {what} '
                           f'{divisor}; allowed: a multiple of {divisor}')
+
+
+def _validate_family_options(config: ml_collections.ConfigDict) -> None:
+  """Model-specific fields keep their defaults unless the model uses them (never silently ignored)."""
+  options = FAMILY_OPTIONS.get(config.model, ())
+  for name, unused in FAMILY_SPECIFIC_FIELDS.items():
+    if name not in options and config[name] != unused:
+      users = ', '.join(model for model, fields in FAMILY_OPTIONS.items() if name in fields)
+      raise ConfigError(f'config.{name}={config[name]!r} is not used by config.model={config.model!r}; '
+                        f'allowed: {unused!r} (models that use it: {users})')
+  if config.num_classes and not config.conditional:
+    raise ConfigError(f'config.num_classes={config.num_classes} applies to class-conditional training only; '
+                      'allowed: 0, or config.conditional=True')
 
 
 def _validate_dataset(name: str) -> None:
