@@ -189,7 +189,7 @@ def measure(config) -> dict[str, Any]:
 
   # The same step, compiled the same way, as `train.py` runs it.
   step_fn = functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
-                              d_tx=d_tx, latent_dim=config.latent_dim)
+                              d_tx=d_tx, latent_dim=config.latent_dim, g_ortho_reg=config.g_ortho_reg)
   start = time.perf_counter()
   step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding, replicated),
                  out_shardings=(state_shardings, replicated), donate_argnums=0

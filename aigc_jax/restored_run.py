@@ -70,7 +70,7 @@ def restore(workdir: str, overrides: Mapping[str, Any]) -> RestoredRun:
   config_checks.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
   builder = train.prepare_dataset(config)
   info = input_pipeline.dataset_info(config, builder)
-  gan = models.create_gan(config, info.image_shape)
+  gan = models.create_gan(config, info.image_shape, info.num_classes)
   mesh = sharding_lib.create_mesh()
   _, abstract = state_lib.sharded_initializer(
       mesh, gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),

@@ -33,9 +33,10 @@ class TrainState:
   consecutive_skipped: jax.Array  # the current run of such steps (0 after a good step)
 
 
-def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array, example: jax.Array) -> NetworkState:
+def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array, example: jax.Array,
+                  **inputs) -> NetworkState:
   params_rng, dropout_rng = jax.random.split(rng)
-  variables = dict(module.init({'params': params_rng, 'dropout': dropout_rng}, example, train=False))
+  variables = dict(module.init({'params': params_rng, 'dropout': dropout_rng}, example, train=False, **inputs))
   params = variables.pop('params')
   return NetworkState(params=params, variables=variables, opt_state=tx.init(params))
 
@@ -45,10 +46,12 @@ def init_train_state(rng: jax.Array, *, gan: Gan, g_tx: optax.GradientTransforma
                      latent_dim: int) -> TrainState:
   """A fresh train state (pure: use under `jax.eval_shape` or a sharded `jax.jit`)."""
   g_rng, d_rng = jax.random.split(rng)
+  labels = {'labels': jnp.zeros((1,), jnp.int32)} if gan.conditional else {}
   return TrainState(
       step=jnp.zeros((), jnp.int32),
-      generator=_init_network(gan.generator, g_tx, g_rng, jnp.zeros((1, latent_dim), jnp.float32)),
-      discriminator=_init_network(gan.discriminator, d_tx, d_rng, jnp.zeros((1,) + image_shape, jnp.float32)),
+      generator=_init_network(gan.generator, g_tx, g_rng, jnp.zeros((1, latent_dim), jnp.float32), **labels),
+      discriminator=_init_network(gan.discriminator, d_tx, d_rng, jnp.zeros((1,) + image_shape, jnp.float32),
+                                  **labels),
       skipped_steps=jnp.zeros((), jnp.int32),
       consecutive_skipped=jnp.zeros((), jnp.int32),
   )

@@ -33,7 +33,8 @@ from aigc_jax.evaluation import evaluator as evaluator_lib
 _SAMPLE_KEY = 0x5A4D  # folds into the seed for the fixed latent batch of the sample grids
 # Fields that, changed between a checkpoint and its resume, silently make it a different run.
 RUN_DEFINING_FIELDS = ('model', 'dataset', 'train_split', 'batch_size', 'image_size', 'latent_dim',
-                       'width_multiplier', 'n_critic', 'loss')
+                       'width_multiplier', 'n_critic', 'loss', 'conditional', 'num_classes', 'base_channels',
+                       'depth_multiplier', 'attention_resolution', 'hierarchical_latent', 'shared_embedding_dim')
 # Metrics that are counters: report the window's last value (or sum), not its mean.
 _LAST_IN_WINDOW = ('skipped_steps', 'consecutive_skipped')
 
@@ -95,7 +96,7 @@ def prepare_data_and_models(config: ml_collections.ConfigDict):
   builder = prepare_dataset(config)
   info = input_pipeline.dataset_info(config, builder)
   try:
-    gan = models.create_gan(config, info.image_shape)
+    gan = models.create_gan(config, info.image_shape, info.num_classes)
   except ValueError as e:
     raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
   return builder, info, gan
@@ -220,7 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
 
   # --- Compile once, ahead of time; the loop then calls the executable, which cannot recompile. ---
   step_fn = functools.partial(steps.train_step, gan=gan, loss=gan_loss, g_tx=g_tx, d_tx=d_tx,
-                              latent_dim=config.latent_dim)
+                              latent_dim=config.latent_dim, g_ortho_reg=config.g_ortho_reg)
   batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
               for key, s in batch_shapes.items()}
   train_rng = jax.device_put(train_rng, replicated)
@@ -230,14 +231,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                        ).lower(abstract_state, batch_in, train_rng).compile()
   logging.info('train step compiled in %.1fs; memory: %s', time.perf_counter() - start,
                train_step.memory_analysis())
-  generate = jax.jit(functools.partial(steps.generate, gan=gan), in_shardings=(state_shardings, replicated),
-                     out_shardings=replicated)
+  generate = jax.jit(functools.partial(steps.generate, gan=gan),
+                     in_shardings=(state_shardings, replicated, replicated), out_shardings=replicated)
   sample_latents = jax.device_put(
       jax.random.normal(jax.random.fold_in(root_rng, _SAMPLE_KEY), (config.num_sample_images, config.latent_dim)),
       replicated)
+  # A class-conditional grid shows one class per row.
+  sample_labels = (jax.device_put(image_grid.row_labels(config.num_sample_images, gan.num_classes), replicated)
+                   if gan.conditional else None)
 
   def write_samples(step: int, state: state_lib.TrainState) -> None:
-    images = jax.device_get(generate(state, sample_latents))
+    images = jax.device_get(generate(state, sample_latents, sample_labels))
     if is_chief:
       grid = image_grid.make_grid(images)
       image_grid.save_png(grid, os.path.join(workdir, 'samples', f'step_{step:07d}.png'))

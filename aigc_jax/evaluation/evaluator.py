@@ -91,7 +91,11 @@ class Evaluator:
     def sample_features(state, variables, rng):
       z = jax.random.normal(rng, (self._batch, config.latent_dim))
       z = jax.lax.with_sharding_constraint(z, self._split)
-      return features(variables, steps.generate(state, z, gan=gan))
+      labels = None
+      if gan.conditional:  # classes drawn uniformly, as BigGAN-PyTorch samples for IS/FID
+        labels = steps.sample_labels(jax.random.fold_in(rng, 1), self._batch, gan.num_classes)
+        labels = jax.lax.with_sharding_constraint(labels, self._split)
+      return features(variables, steps.generate(state, z, labels, gan=gan))
     self._sample_features = jax.jit(sample_features, in_shardings=(state_shardings, replicated, replicated),
                                     out_shardings=(self._split, self._split))
     self.reference, self.reference_probs = self._reference(builder)
