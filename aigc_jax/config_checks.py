@@ -14,7 +14,8 @@ from etils import epath
 from aigc_jax import augment as augment_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax.losses import GAN_LOSSES
-from aigc_jax.models import GAN_FAMILIES, VAE_FAMILIES
+from aigc_jax.models import FAMILY_OPTIONS, FAMILY_SPECIFIC_FIELDS, GAN_FAMILIES, VAE_FAMILIES
+from aigc_jax.models.resnet_gan import WEIGHT_INITS
 from aigc_jax.optimizers import LR_SCHEDULES
 from aigc_jax.vae_losses import BINARIZATIONS, LIKELIHOODS
 
@@ -86,6 +87,15 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'latent_dim': ((int,), *_positive),
     'width_multiplier': ((int, float), *_positive_float),
     'compute_dtype': ((str,), lambda v: v in COMPUTE_DTYPES, ', '.join(COMPUTE_DTYPES)),
+    'conditional': ((bool,), None, 'True or False'),
+    'num_classes': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the dataset's class count)"),
+    'base_channels': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the family's width)"),
+    'depth_multiplier': ((int,), *_positive),
+    'attention_resolution': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = off)'),
+    'weight_init': ((str,), lambda v: v in WEIGHT_INITS, ', '.join(WEIGHT_INITS)),
+    'hierarchical_latent': ((bool,), None, 'True or False'),
+    'shared_embedding_dim': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = per-layer class embeddings)'),
+    'g_ortho_reg': ((int, float), lambda v: v >= 0, 'a number >= 0 (0 = off)'),
     'seed': ((int,), *_non_negative),
     'r1_gamma': ((int, float), *_non_negative_float),
     'r1_every': ((int,), *_positive),
@@ -172,6 +182,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   if config.model in VAE_FAMILIES and config.n_critic != 1:
     raise ConfigError(f'config.n_critic={config.n_critic} is not allowed with config.model={config.model!r}; '
                       'allowed: 1 (a VAE takes one batch per step; n_critic is for GANs)')
+  _validate_family_options(config)
   _validate_dataset(config.dataset)
   problems = [p for p in map(_rule_problem, config.param_sharding_rules) if p]
   if problems:
@@ -185,6 +196,19 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
       if value % divisor:
         raise ConfigError(f'config.{field}={value} (global) is not divisible by the {what} '
                           f'{divisor}; allowed: a multiple of {divisor}')
+
+
+def _validate_family_options(config: ml_collections.ConfigDict) -> None:
+  """Model-specific fields keep their defaults unless the model uses them (never silently ignored)."""
+  options = FAMILY_OPTIONS.get(config.model, ())
+  for name, unused in FAMILY_SPECIFIC_FIELDS.items():
+    if name not in options and config[name] != unused:
+      users = ', '.join(model for model, fields in FAMILY_OPTIONS.items() if name in fields)
+      raise ConfigError(f'config.{name}={config[name]!r} is not used by config.model={config.model!r}; '
+                        f'allowed: {unused!r} (models that use it: {users})')
+  if config.num_classes and not config.conditional:
+    raise ConfigError(f'config.num_classes={config.num_classes} applies to class-conditional training only; '
+                      'allowed: 0, or config.conditional=True')
 
 
 def _validate_dataset(name: str) -> None:

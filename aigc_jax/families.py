@@ -51,16 +51,18 @@ class Family(NamedTuple):
   modules: Any                  # models.Gan, or the VAE module
   init_state: Callable[[jax.Array], Any]                        # rng -> a fresh state (pure)
   train_step: Callable[[Any, Batch, jax.Array], tuple[Any, Metrics]]  # (state, batch, base rng), pure
-  generate: Callable[[Any, jax.Array], jax.Array]               # (state, latents) -> images in [-1, 1], pure
+  generate: Callable[..., jax.Array]  # (state, latents, labels=None) -> images in [-1, 1], pure
   reporter: Callable[[ReportContext], Reporter]
   other_splits: tuple[tuple[str, str], ...] = ()  # (config field, split) the reporter reads besides train_split
+  num_classes: int = 0          # > 0: class-conditional; `generate` then takes int32 labels [B] as third argument
 
 
-def create(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Family:
-  """The family of `config.model`; raises ValueError if the model cannot be built for `image_shape`."""
+def create(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int = 0) -> Family:
+  """The family of `config.model` for images of `image_shape` from a dataset of `num_classes` classes (a
+  class-conditional GAN needs them); raises ValueError if the model cannot be built."""
   if config.model in models.VAE_FAMILIES:
     return _vae_family(config, tuple(image_shape))
-  return _gan_family(config, tuple(image_shape))
+  return _gan_family(config, tuple(image_shape), num_classes)
 
 
 def _fixed_latents(config: ml_collections.ConfigDict, mesh: Mesh) -> jax.Array:
@@ -75,14 +77,18 @@ def _write_grid(ctx: ReportContext, step: int, name: str, images: np.ndarray, co
   ctx.writer.write_images(step, {name: grid[None]})
 
 
-def _sample_writer(ctx: ReportContext, generate: Callable[[Any, jax.Array], jax.Array]) -> Callable[[int, Any], None]:
-  """Writes `samples/step_N.png`: images generated from the run's fixed latents."""
+def _sample_writer(ctx: ReportContext, generate: Callable[..., jax.Array],
+                   num_classes: int = 0) -> Callable[[int, Any], None]:
+  """Writes `samples/step_N.png`: images generated from the run's fixed latents (a class-conditional
+  model's grid shows one class per row)."""
   replicated = sharding_lib.replicated(ctx.mesh)
-  generate = jax.jit(generate, in_shardings=(ctx.state_shardings, replicated), out_shardings=replicated)
+  generate = jax.jit(generate, in_shardings=(ctx.state_shardings, replicated, replicated), out_shardings=replicated)
   latents = _fixed_latents(ctx.config, ctx.mesh)
+  labels = (sharding_lib.put_replicated(image_grid.row_labels(ctx.config.num_sample_images, num_classes), ctx.mesh)
+            if num_classes else None)
 
   def write(step: int, state: Any) -> None:
-    images = jax.device_get(generate(state, latents))
+    images = jax.device_get(generate(state, latents, labels))
     if ctx.is_chief:
       _write_grid(ctx, step, 'samples', images)
   return write
@@ -90,8 +96,8 @@ def _sample_writer(ctx: ReportContext, generate: Callable[[Any, jax.Array], jax.
 
 # --- GAN. ---
 
-def _gan_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Family:
-  gan = models.create_gan(config, image_shape)
+def _gan_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int) -> Family:
+  gan = models.create_gan(config, image_shape, num_classes)
   g_tx = optimizers.create_optimizer(config, 'generator')
   d_tx = optimizers.create_optimizer(config, 'discriminator')
   # Sample grids, the sampling CLI and FID use the EMA generator when the run has one (unless
@@ -106,7 +112,8 @@ def _gan_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
                                    d_tx=d_tx, latent_dim=config.latent_dim,
                                    techniques=steps.techniques_from_config(config)),
       generate=generate,
-      reporter=lambda ctx: Reporter(write_images=_sample_writer(ctx, generate), evaluations=[]))
+      reporter=lambda ctx: Reporter(write_images=_sample_writer(ctx, generate, gan.num_classes), evaluations=[]),
+      num_classes=gan.num_classes)
 
 
 # --- VAE. ---

@@ -26,6 +26,7 @@ import math
 
 import ml_collections
 
+from aigc_jax.models import biggan, resnet_gan, sngan_resnet
 from aigc_jax.models.subpixel import _phase_taps
 
 
@@ -84,7 +85,63 @@ def dcgan_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[L
   return generator, discriminator
 
 
-LAYER_COUNTERS = {'mlp': mlp_layers, 'dcgan': dcgan_layers}
+def _attention(name: str, size: int, channels: int) -> list[Layer]:
+  """SAGAN attention at `size` x `size`: four 1x1 convolutions and two matmuls over (size^2, size^2 / 4)."""
+  keys, values, positions = max(1, channels // 8), max(1, channels // 2), size * size
+  return [Layer(f'{name}.qkv', positions * channels * (2 * keys + values)),
+          Layer(f'{name}.scores', positions * (positions // 4) * keys),
+          Layer(f'{name}.weighted', positions * (positions // 4) * values),
+          Layer(f'{name}.out', positions * values * channels)]
+
+
+def resnet_gan_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
+  """Generator and discriminator layers of `models/resnet_gan.py` as `sngan_resnet` or `biggan` lays it out
+  (3x3 convolutions with 'SAME' padding; the class-conditional norms' linear maps; self-attention)."""
+  family = {'sngan_resnet': sngan_resnet, 'biggan': biggan}[config.model]
+  size, _, channels = image_shape
+  plan = family.layout(size).deepened(config.depth_multiplier)
+  ch = max(1, round((config.base_channels or family.DEFAULT_CHANNELS) * config.width_multiplier))
+  width = lambda multiplier: resnet_gan.width(ch, multiplier)
+  conv = lambda name, at, kernel, c_in, c_out: Layer(name, _conv_taps(at, kernel, 1) ** 2 * c_in * c_out)
+  stages = sum(upsample for _, upsample in plan.g_blocks)
+  hierarchical = config.model == 'biggan' and config.hierarchical_latent
+  chunk = config.latent_dim // (stages + 1) if hierarchical else 0
+  condition = chunk + (config.shared_embedding_dim if config.model == 'biggan' and config.conditional else 0)
+  at, c_in = plan.base, width(plan.g_input)
+  generator = [Layer('G.input', (chunk or config.latent_dim) * at * at * c_in)]
+  for index, (multiplier, upsample) in enumerate(plan.g_blocks):
+    at, c_out = at * (2 if upsample else 1), width(multiplier)
+    if condition:  # gain and bias of both norms from the condition vector
+      generator.append(Layer(f'G.block{index}.norms', 2 * condition * (c_in + c_out)))
+    generator += [conv(f'G.block{index}.conv1', at, 3, c_in, c_out), conv(f'G.block{index}.conv2', at, 3, c_out, c_out)]
+    if c_in != c_out or upsample:
+      generator.append(conv(f'G.block{index}.shortcut', at, 1, c_in, c_out))
+    last_of_stage = index + 1 == len(plan.g_blocks) or plan.g_blocks[index + 1][1]
+    if last_of_stage and at == config.attention_resolution:
+      generator += _attention('G.attention', at, c_out)
+    c_in = c_out
+  generator.append(conv('G.output_conv', at, 3, c_in, channels))
+  at, c_in, attended, discriminator = size, channels, False, []
+  for index, (multiplier, downsample) in enumerate(plan.d_blocks):
+    c_out = width(multiplier)
+    hidden = c_out if config.model == 'biggan' or index == 0 else c_in
+    discriminator += [conv(f'D.block{index}.conv1', at, 3, c_in, hidden),
+                      conv(f'D.block{index}.conv2', at, 3, hidden, c_out)]
+    after = at // 2 if downsample else at
+    if c_in != c_out or downsample:  # pre-activation blocks convolve before pooling, the first block after
+      discriminator.append(conv(f'D.block{index}.shortcut', at if index else after, 1, c_in, c_out))
+    at, c_in = after, c_out
+    if at == config.attention_resolution and not attended:
+      discriminator += _attention('D.attention', at, c_out)
+      attended = True
+  discriminator.append(Layer('D.output', c_in))
+  if config.conditional:
+    discriminator.append(Layer('D.projection', c_in))
+  return generator, discriminator
+
+
+LAYER_COUNTERS = {'mlp': mlp_layers, 'dcgan': dcgan_layers, 'sngan_resnet': resnet_gan_layers,
+                  'biggan': resnet_gan_layers}
 
 
 def _vae_outputs_per_pixel(config: ml_collections.ConfigDict) -> int:

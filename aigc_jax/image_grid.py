@@ -23,6 +23,19 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
   return grid
 
 
+def row_labels(count: int, num_classes: int, columns: int | None = None) -> np.ndarray:
+  """int32 class labels for `count` images that `make_grid(..., columns)` lays out one class per row.
+
+  With fewer rows than classes the rows spread over the classes (row r: class r * num_classes // rows);
+  with more, they cycle through them.
+  """
+  columns = columns or math.ceil(math.sqrt(count))
+  rows = math.ceil(count / columns)
+  row = np.arange(count) // columns
+  labels = row * num_classes // rows if rows < num_classes else row % num_classes
+  return labels.astype(np.int32)
+
+
 def save_png(grid: np.ndarray, path: str) -> None:
   """Writes a uint8 `[H, W, C]` grid (C = 1 or 3) as PNG to a local path or a bucket URL, creating the
   directory."""

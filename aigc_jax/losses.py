@@ -1,6 +1,7 @@
 """GAN objectives on the discriminator's raw outputs (logits, or critic scores for Wasserstein).
 
 Each objective is a pair of functions: `discriminator(real, fake)` and `generator(fake)`, both batch means.
+`orthogonal_regularization` is BigGAN's regulariser of the generator's weights.
 """
 from typing import Callable, NamedTuple
 
@@ -74,3 +75,21 @@ def gradient_penalty(d_fn: Callable[[jax.Array], jax.Array], real: jax.Array, fa
   # The small constant keeps the norm's gradient finite where the input gradient is exactly zero.
   norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim))) + 1e-12)
   return jnp.mean(jnp.square(norms - 1.0))
+
+
+def orthogonal_regularization(params) -> jax.Array:
+  """BigGAN's off-diagonal orthogonal regularisation: the sum over weights W of ||W^T W * (1 - I)||_F^2.
+
+  W is every parameter of rank >= 2 reshaped to `[fan_in, filters]` (a column per filter), so the term pushes
+  filters towards pairwise orthogonality without constraining their norms (Brock et al. 2019, section 3.1;
+  the paper's weight is 1e-4). Class embeddings (leaves named `embedding`) are looked up, not multiplied, and
+  are left out. BigGAN-PyTorch's `utils.ortho` adds the gradient of half this sum.
+  """
+  total = jnp.zeros((), jnp.float32)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    if leaf.ndim < 2 or getattr(path[-1], 'key', None) == 'embedding':
+      continue
+    w = leaf.reshape(-1, leaf.shape[-1]).astype(jnp.float32)
+    gram = w.T @ w
+    total = total + jnp.sum(jnp.square(gram * (1.0 - jnp.eye(gram.shape[0], dtype=gram.dtype))))
+  return total

@@ -5,7 +5,8 @@ Writes samples from the newest checkpoint's generator (its EMA when the run has 
 `FILE.npz` holds `images`, uint8 `[N, H, W, C]`; `FILE.png` a grid. `--seed` picks the latents,
 `--truncation=T` draws them from a normal truncated to
 [-T, T] (0: off), `--interpolate=K` writes N strips of K images each along the great circle between two
-latents (PNG only), `--label` asks a class-conditional model for one class. Bad input ends with one
+latents (PNG only), `--label=K` asks a class-conditional model for class K (without it, each image or strip
+gets a class drawn uniformly from `--seed`; the `.npz` then also holds `labels`). Bad input ends with one
 `error:` line and exit status 2, before anything is written.
 """
 import os
@@ -68,20 +69,35 @@ def latents(seed: int, count: int, latent_dim: int, *, truncation: float = 0.0, 
   return strips.reshape(count * interpolate, latent_dim)
 
 
-def generate_images(run, z):
-  """uint8 images `[N, H, W, C]` from latents `z`, generated in batches split over the mesh."""
+def sample_labels(seed: int, count: int, num_classes: int, *, label: int | None = None, interpolate: int = 0):
+  """int32 labels for `count` images (or strips of `interpolate` images, one class per strip): all `label`,
+  or drawn uniformly over the classes from `seed`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if label is not None:
+    labels = np.full((count,), label, np.int32)
+  else:
+    labels = np.random.default_rng(seed).integers(0, num_classes, count).astype(np.int32)
+  return np.repeat(labels, interpolate) if interpolate else labels
+
+
+def generate_images(run, z, labels=None):
+  """uint8 images `[N, H, W, C]` from latents `z` (and labels, for a conditional model), generated in batches
+  split over the mesh."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from aigc_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
 
   split = sharding_lib.example_sharding(run.mesh)
-  generate = jax.jit(run.family.generate, in_shardings=(run.state_shardings, split),
+  generate = jax.jit(run.family.generate, in_shardings=(run.state_shardings, split, split),
                      out_shardings=sharding_lib.replicated(run.mesh))
   devices = run.mesh.size
   batch = min(256, -(-len(z) // devices) * devices)
   count, z = len(z), np.asarray(z)
   z = np.concatenate([z, np.zeros((-count % batch, z.shape[1]), z.dtype)])  # whole batches; trimmed below
-  images = np.concatenate([np.asarray(generate(run.state, jax.device_put(z[i:i + batch], split)))
+  if labels is not None:
+    labels = np.concatenate([np.asarray(labels, np.int32), np.zeros((-count % batch,), np.int32)])
+  label_batch = lambda i: None if labels is None else jax.device_put(labels[i:i + batch], split)
+  images = np.concatenate([np.asarray(generate(run.state, jax.device_put(z[i:i + batch], split), label_batch(i)))
                            for i in range(0, len(z), batch)])[:count]
   return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
@@ -101,17 +117,21 @@ def main(argv: list[str]) -> None:
                                restored_run.config_overrides(sys.argv[1:], _CONFIG.value))
   except ConfigError as e:
     cli.fail(str(e))
-  if _LABEL.value is not None:
-    # Every model family here is unconditional (no class input); a conditional family would take it.
+  num_classes = run.family.num_classes
+  if _LABEL.value is not None and not num_classes:
     cli.fail(f'--label={_LABEL.value} needs a class-conditional model, but config.model='
-             f'{run.config.model!r} is unconditional; allowed: no --label')
+             f'{run.config.model!r} (conditional={run.config.conditional}) is unconditional; allowed: no --label')
+  if _LABEL.value is not None and not 0 <= _LABEL.value < num_classes:
+    cli.fail(f'--label={_LABEL.value} is not allowed; allowed: a class in [0, {num_classes - 1}]')
   z = latents(_SEED.value, _NUM_SAMPLES.value, run.config.latent_dim, truncation=_TRUNCATION.value,
               interpolate=_INTERPOLATE.value)
-  images = generate_images(run, z)
+  labels = (sample_labels(_SEED.value, _NUM_SAMPLES.value, num_classes, label=_LABEL.value,
+                          interpolate=_INTERPOLATE.value) if num_classes else None)
+  images = generate_images(run, z, labels)
   output = os.path.abspath(_OUTPUT.value)
   os.makedirs(os.path.dirname(output), exist_ok=True)
   if output.endswith('.npz'):
-    np.savez(output, images=images)
+    np.savez(output, images=images, **({} if labels is None else {'labels': labels}))
   else:
     grid = image_grid.make_grid(images.astype(np.float32) / 127.5 - 1.0, columns=_INTERPOLATE.value or None)
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(output)

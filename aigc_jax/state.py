@@ -37,9 +37,10 @@ class TrainState:
   generator_ema: NetworkState | None = None
 
 
-def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array, example: jax.Array) -> NetworkState:
+def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array, example: jax.Array,
+                  **inputs) -> NetworkState:
   params_rng, dropout_rng = jax.random.split(rng)
-  variables = dict(module.init({'params': params_rng, 'dropout': dropout_rng}, example, train=False))
+  variables = dict(module.init({'params': params_rng, 'dropout': dropout_rng}, example, train=False, **inputs))
   params = variables.pop('params')
   return NetworkState(params=params, variables=variables, opt_state=tx.init(params))
 
@@ -50,11 +51,13 @@ def init_train_state(rng: jax.Array, *, gan: Gan, g_tx: optax.GradientTransforma
   """A fresh train state (pure: use under `jax.eval_shape` or a sharded `jax.jit`); with `ema`, the
   generator's EMA starts as a copy of its params and variables."""
   g_rng, d_rng = jax.random.split(rng)
-  generator = _init_network(gan.generator, g_tx, g_rng, jnp.zeros((1, latent_dim), jnp.float32))
+  labels = {'labels': jnp.zeros((1,), jnp.int32)} if gan.conditional else {}
+  generator = _init_network(gan.generator, g_tx, g_rng, jnp.zeros((1, latent_dim), jnp.float32), **labels)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       generator=generator,
-      discriminator=_init_network(gan.discriminator, d_tx, d_rng, jnp.zeros((1,) + image_shape, jnp.float32)),
+      discriminator=_init_network(gan.discriminator, d_tx, d_rng, jnp.zeros((1,) + image_shape, jnp.float32),
+                                  **labels),
       skipped_steps=jnp.zeros((), jnp.int32),
       consecutive_skipped=jnp.zeros((), jnp.int32),
       generator_ema=NetworkState(generator.params, generator.variables, None) if ema else None,

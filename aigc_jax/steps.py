@@ -15,6 +15,15 @@ The GAN techniques (`Techniques`, from the config) live inside the same step: R1
 discriminator updates) and WGAN-GP penalties, DiffAugment of every D input, and the generator EMA. All off,
 the step is the plain one, bit for bit: their random keys are `fold_in`s of the update's key, never a
 change to the keys the plain step draws.
+
+Class-conditional GANs (`gan.conditional`): D sees each real image with its dataset label and each fake
+with the label G made it for; G's labels are drawn uniformly over `gan.num_classes` (`sample_labels`).
+
+Spectral normalisation's power-iteration state (`u`, `sigma` in `batch_stats`) belongs to the network it
+normalises, like batch-norm statistics: D's is advanced by the discriminator step only. The generator step
+runs D in training mode (one power-iteration step from D's stored `u`, as D's own forward pass does) and
+discards D's updated variables; PyTorch's `spectral_norm` (Mimicry, BigGAN-PyTorch) would also store that
+extra step's `u` -- an estimate of the same singular vector, a difference only in how fast it converges.
 """
 from typing import Any, NamedTuple
 
@@ -44,13 +53,14 @@ class Techniques(NamedTuple):
   augment_policy: str = 'color,translation,cutout'
   ema_decay: float = 0.0      # generator EMA decay (0: no EMA)
   ema_start_step: int = 0     # the EMA copies the params before this (1-based) step
+  g_ortho_reg: float = 0.0    # BigGAN's orthogonal regularisation of G's weights (0: off)
 
 
 def techniques_from_config(config: ml_collections.ConfigDict) -> Techniques:
   return Techniques(r1_gamma=float(config.r1_gamma), r1_every=int(config.r1_every),
                     gp_weight=float(config.gp_weight), augment_p=float(config.augment_p),
                     augment_policy=config.augment_policy, ema_decay=float(config.ema_decay),
-                    ema_start_step=int(config.ema_start_step))
+                    ema_start_step=int(config.ema_start_step), g_ortho_reg=float(config.g_ortho_reg))
 
 
 def _augment(images: jax.Array, rng: jax.Array, techniques: Techniques) -> jax.Array:
@@ -62,22 +72,43 @@ def _augment(images: jax.Array, rng: jax.Array, techniques: Techniques) -> jax.A
 
 
 def apply_network(module, net: NetworkState, x: jax.Array, *, train: bool, rng: jax.Array | None = None,
-                  params: Any = None) -> tuple[jax.Array, Any]:
-  """Runs `module` on `x`; returns its output and its (in training, updated) non-param variables."""
+                  params: Any = None, labels: jax.Array | None = None) -> tuple[jax.Array, Any]:
+  """Runs `module` on `x` (and `labels`, for a class-conditional network); returns its output and its
+  (in training, updated) non-param variables."""
   variables = {'params': net.params if params is None else params, **net.variables}
   rngs = {'dropout': rng} if rng is not None else None
+  inputs = {} if labels is None else {'labels': labels}
   if train and net.variables:
-    return module.apply(variables, x, train=True, rngs=rngs, mutable=list(net.variables))
-  return module.apply(variables, x, train=train, rngs=rngs), net.variables
+    return module.apply(variables, x, train=True, rngs=rngs, mutable=list(net.variables), **inputs)
+  return module.apply(variables, x, train=train, rngs=rngs, **inputs), net.variables
 
 
 def _latents(rng: jax.Array, batch_size: int, latent_dim: int) -> jax.Array:
   return jax.random.normal(rng, (batch_size, latent_dim), jnp.float32)
 
 
+def sample_labels(rng: jax.Array, batch_size: int, num_classes: int) -> jax.Array:
+  """Class labels drawn uniformly from [0, num_classes), int32 `[batch_size]`."""
+  return jax.random.randint(rng, (batch_size,), 0, num_classes, jnp.int32)
+
+
+def _split(rng: jax.Array, gan: Gan):
+  """`(z_rng, g_rng, d_rng, label_rng)`; unconditional GANs split as they always have (label_rng None)."""
+  if gan.conditional:
+    return tuple(jax.random.split(rng, 4))
+  return (*jax.random.split(rng, 3), None)
+
+
+def _fake_labels(rng: jax.Array | None, batch_size: int, gan: Gan) -> jax.Array | None:
+  return sample_labels(rng, batch_size, gan.num_classes) if gan.conditional else None
+
+
 def _penalties(params: Any, d: NetworkState, real: jax.Array, fake: jax.Array, rng: jax.Array,
-               d_update: jax.Array, *, gan: Gan, techniques: Techniques) -> tuple[jax.Array, Metrics]:
+               d_update: jax.Array, *, gan: Gan, techniques: Techniques,
+               labels: jax.Array | None = None) -> tuple[jax.Array, Metrics]:
   """The weighted penalty terms of D's loss at `params`, and their unweighted values for the metrics.
+
+  A class-conditional D is evaluated with the real images' `labels` (for WGAN-GP's interpolates too).
 
   They differentiate D (through the augmentation, as StyleGAN2-ADA does) with respect to its input, with
   dropout and augmentation keys of their own; D's variable updates from these passes are dropped.
@@ -88,7 +119,7 @@ def _penalties(params: Any, d: NetworkState, real: jax.Array, fake: jax.Array, r
   def d_fn(key):
     aug_rng, dropout_rng = jax.random.split(key)
     return lambda x: apply_network(gan.discriminator, d, _augment(x, aug_rng, techniques), train=True,
-                                   rng=dropout_rng, params=params)[0]
+                                   rng=dropout_rng, params=params, labels=labels)[0]
 
   total, values = jnp.zeros((), jnp.float32), {}
   if techniques.r1_gamma:
@@ -119,23 +150,28 @@ def discriminator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.
   `d_update` counts the discriminator's updates over the run (it times lazy R1).
   """
   real = batch['image']
-  z_rng, g_rng, d_rng = jax.random.split(rng, 3)
+  z_rng, g_rng, d_rng, label_rng = _split(rng, gan)
+  fake_labels = _fake_labels(label_rng, real.shape[0], gan)
   # The generator's batch-norm statistics are updated by the generator step only.
   fake, _ = apply_network(gan.generator, state.generator, _latents(z_rng, real.shape[0], latent_dim),
-                          train=True, rng=g_rng)
+                          train=True, rng=g_rng, labels=fake_labels)
   fake = jax.lax.stop_gradient(fake)
   d = state.discriminator
   with_penalties = bool(techniques.r1_gamma or techniques.gp_weight)
+  # Real images with their own labels, fakes with the labels they were generated for.
+  labels = None if fake_labels is None else jnp.concatenate([batch['label'], fake_labels])
 
   def loss_fn(params):
     # Real and fake in one pass: one larger matmul per layer instead of two.
     inputs = _augment(jnp.concatenate([real, fake]), rng, techniques)
-    outputs, variables = apply_network(gan.discriminator, d, inputs, train=True, rng=d_rng, params=params)
+    outputs, variables = apply_network(gan.discriminator, d, inputs, train=True, rng=d_rng, params=params,
+                                       labels=labels)
     real_out, fake_out = jnp.split(outputs, 2)
     d_loss = loss.discriminator(real_out, fake_out)
     if not with_penalties:
       return d_loss, (d_loss, real_out, fake_out, variables, {})
-    penalty, values = _penalties(params, d, real, fake, rng, d_update, gan=gan, techniques=techniques)
+    penalty, values = _penalties(params, d, real, fake, rng, d_update, gan=gan, techniques=techniques,
+                                 labels=batch['label'] if gan.conditional else None)
     return d_loss + penalty, (d_loss, real_out, fake_out, variables, values)
 
   (total_loss, (d_loss, real_out, fake_out, variables, penalties)), grads = jax.value_and_grad(
@@ -157,24 +193,31 @@ def generator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Arra
                    loss: GanLoss, g_tx: optax.GradientTransformation, latent_dim: int,
                    techniques: Techniques = Techniques()) -> tuple[TrainState, Metrics]:
   """One generator update through the current discriminator (and D's input augmentation, if any);
-  `batch` sets the batch size."""
-  z_rng, g_rng, d_rng = jax.random.split(rng, 3)
+  `batch` sets the batch size. `techniques.g_ortho_reg` > 0 adds BigGAN's off-diagonal orthogonal
+  regularisation of G's weights to its loss."""
+  z_rng, g_rng, d_rng, label_rng = _split(rng, gan)
   z = _latents(z_rng, batch['image'].shape[0], latent_dim)
+  labels = _fake_labels(label_rng, batch['image'].shape[0], gan)
   g = state.generator
 
   def loss_fn(params):
-    fake, variables = apply_network(gan.generator, g, z, train=True, rng=g_rng, params=params)
+    fake, variables = apply_network(gan.generator, g, z, train=True, rng=g_rng, params=params, labels=labels)
+    # D's updated variables (its spectral-norm state) are discarded: the discriminator step owns them.
     fake_out, _ = apply_network(gan.discriminator, state.discriminator, _augment(fake, rng, techniques),
-                                train=True, rng=d_rng)
-    return loss.generator(fake_out), variables
+                                train=True, rng=d_rng, labels=labels)
+    adversarial = loss.generator(fake_out)
+    if not techniques.g_ortho_reg:
+      return adversarial, (variables, {})
+    ortho = losses.orthogonal_regularization(params)
+    return adversarial + techniques.g_ortho_reg * ortho, (variables, {'g_ortho': ortho})
 
-  (g_loss, variables), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
+  (g_loss, (variables, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
   updates, opt_state = g_tx.update(grads, g.opt_state, g.params)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(g_loss) & jnp.isfinite(grad_norm)
   generator = NetworkState(optax.apply_updates(g.params, updates), variables, opt_state)
   return state.replace(generator=generator), {'g_loss': g_loss, 'g_grad_norm': grad_norm,
-                                              'g_finite': finite}
+                                              'g_finite': finite, **extra}
 
 
 def update_ema(state: TrainState, rng: jax.Array, batch_size: int, *, gan: Gan, latent_dim: int,
@@ -187,9 +230,9 @@ def update_ema(state: TrainState, rng: jax.Array, batch_size: int, *, gan: Gan, 
   params = ema_lib.update(old.params, g.params, decay)
   variables = g.variables
   if g.variables:
-    z_rng, dropout_rng = jax.random.split(jax.random.fold_in(rng, _EMA_TAG))
+    z_rng, dropout_rng, label_rng = jax.random.split(jax.random.fold_in(rng, _EMA_TAG), 3)
     _, own = apply_network(gan.generator, old, _latents(z_rng, batch_size, latent_dim), train=True,
-                           rng=dropout_rng, params=params)
+                           rng=dropout_rng, params=params, labels=_fake_labels(label_rng, batch_size, gan))
     variables = jax.tree.map(lambda copied, recomputed: jnp.where(decay == 0, copied, recomputed),
                              g.variables, own)
   return state.replace(generator_ema=NetworkState(params, variables, None))
@@ -233,10 +276,15 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   return state, metrics
 
 
-def generate(state: TrainState, z: jax.Array, *, gan: Gan, use_ema: bool = False) -> jax.Array:
-  """Images from latents `z` with the generator in inference mode (batch-norm running statistics);
-  with `use_ema`, the EMA generator's."""
-  images, _ = apply_network(gan.generator, state.generator_ema if use_ema else state.generator, z, train=False)
+def generate(state: TrainState, z: jax.Array, labels: jax.Array | None = None, *, gan: Gan,
+             use_ema: bool = False) -> jax.Array:
+  """Images from latents `z` (and, for a class-conditional GAN, int32 `labels` [B]) with the generator in
+  inference mode (batch-norm running statistics, spectral-norm state read only); with `use_ema`, the EMA
+  generator's."""
+  if (labels is None) == gan.conditional:
+    raise ValueError(f'generate takes labels iff the GAN is class-conditional (num_classes={gan.num_classes})')
+  images, _ = apply_network(gan.generator, state.generator_ema if use_ema else state.generator, z, train=False,
+                            labels=labels)
   return images
 
 
@@ -302,7 +350,11 @@ def vae_reconstruct(state: VaeState, targets: jax.Array, *, vae, likelihood: vae
   return likelihood.mean(loc)
 
 
-def vae_generate(state: VaeState, z: jax.Array, *, vae, likelihood: vae_losses.Likelihood) -> jax.Array:
-  """Images from prior latents `z`: the decoder's mean (Bernoulli: pixel probabilities) in [-1, 1]."""
+def vae_generate(state: VaeState, z: jax.Array, labels: None = None, *, vae,
+                 likelihood: vae_losses.Likelihood) -> jax.Array:
+  """Images from prior latents `z`: the decoder's mean (Bernoulli: pixel probabilities) in [-1, 1]. The VAEs
+  are unconditional: `labels` must be None."""
+  if labels is not None:
+    raise ValueError('the VAEs are unconditional: generate takes no labels')
   loc, _ = vae.apply({'params': state.vae.params}, z, method='decode')
   return likelihood.mean(loc)

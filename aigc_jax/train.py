@@ -34,8 +34,9 @@ from aigc_jax.evaluation import evaluator as evaluator_lib
 
 # Fields that, changed between a checkpoint and its resume, silently make it a different run.
 RUN_DEFINING_FIELDS = ('model', 'dataset', 'train_split', 'batch_size', 'image_size', 'latent_dim',
-                       'width_multiplier', 'n_critic', 'loss', 'vae.likelihood', 'vae.binarize',
-                       'vae.gaussian_std', 'vae.beta')
+                       'width_multiplier', 'n_critic', 'loss', 'conditional', 'num_classes', 'base_channels',
+                       'depth_multiplier', 'attention_resolution', 'hierarchical_latent', 'shared_embedding_dim',
+                       'vae.likelihood', 'vae.binarize', 'vae.gaussian_std', 'vae.beta')
 _ABSENT = object()
 # Metrics that are counters: report the window's last value (or sum), not its mean.
 _LAST_IN_WINDOW = ('skipped_steps', 'consecutive_skipped')
@@ -103,7 +104,7 @@ def prepare_data_and_models(config: ml_collections.ConfigDict):
   builder = prepare_dataset(config)
   info = input_pipeline.dataset_info(config, builder)
   try:
-    family = families.create(config, info.image_shape)
+    family = families.create(config, info.image_shape, info.num_classes)
   except ValueError as e:
     raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
   for field, split in family.other_splits:  # read later, by the reporter: fail before any writing
@@ -268,8 +269,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   evaluations = list(reporter.evaluations)
   if feature_network is not None:
     evaluations.append((config.eval_every_steps, evaluator_lib.Evaluator(
-        config, mesh=mesh, generate=family.generate, builder=builder, image_shape=info.image_shape,
-        state_shardings=state_shardings, network=feature_network)))
+        config, mesh=mesh, generate=family.generate, num_classes=family.num_classes, builder=builder,
+        image_shape=info.image_shape, state_shardings=state_shardings, network=feature_network)))
 
   # --- Loop. Metrics stay on device and are fetched one step late, so the host never stalls dispatch. ---
   report_progress = (periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,

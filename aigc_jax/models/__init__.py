@@ -1,6 +1,8 @@
 """Model families, looked up by `config.model`.
 
-Each GAN family module has `create_gan(image_shape, *, width_multiplier, dtype) -> (generator, discriminator)`;
+Each family module has `create_gan(image_shape, *, width_multiplier, dtype, **options) -> (generator,
+discriminator)`, where `options` are the config fields listed for it in `FAMILY_OPTIONS` (plus
+`num_classes` for a family that takes `conditional`).
 `vae.py` has `create_vae_<name>(image_shape, *, latent_dim, learned_std, width_multiplier, dtype) -> VAE`.
 """
 from typing import Callable, NamedTuple
@@ -9,27 +11,61 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from aigc_jax.models import dcgan, mlp, vae
+from aigc_jax.models import biggan, dcgan, mlp, sngan_resnet, vae
 
 
 class Gan(NamedTuple):
-  generator: nn.Module      # z [B, latent_dim] -> images [B, H, W, C] in [-1, 1]
-  discriminator: nn.Module  # images -> logits [B]
+  generator: nn.Module      # z [B, latent_dim] (, labels [B] if conditional) -> images [B, H, W, C] in [-1, 1]
+  discriminator: nn.Module  # images (, labels [B] if conditional) -> logits [B]
+  num_classes: int = 0      # > 0: class-conditional; both networks then take `labels=` (int32 in [0, num_classes))
+
+  @property
+  def conditional(self) -> bool:
+    return self.num_classes > 0
 
 
 GAN_FAMILIES: dict[str, Callable[..., Gan]] = {
     'mlp': mlp.create_gan,
     'dcgan': dcgan.create_gan,
+    'sngan_resnet': sngan_resnet.create_gan,
+    'biggan': biggan.create_gan,
+}
+# Config fields a family reads beyond width_multiplier and compute_dtype. Fields of FAMILY_SPECIFIC_FIELDS
+# a family does not list must keep their defaults (config_checks says so in one line).
+FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
+    'sngan_resnet': sngan_resnet.OPTIONS,
+    'biggan': biggan.OPTIONS + ('latent_dim',),
+}
+FAMILY_SPECIFIC_FIELDS: dict[str, object] = {  # field -> its "not used" default
+    'conditional': False, 'base_channels': 0, 'depth_multiplier': 1, 'attention_resolution': 0,
+    'weight_init': 'default', 'hierarchical_latent': False, 'shared_embedding_dim': 0,
 }
 
 
-def create_gan(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Gan:
-  """Builds the generator and discriminator named by `config.model` for images of `image_shape`."""
+def create_gan(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int = 0) -> Gan:
+  """Builds the generator and discriminator named by `config.model` for images of `image_shape`.
+
+  `num_classes` is the dataset's class count; with `config.conditional` the networks are class-conditional
+  over `config.num_classes` classes, or over the dataset's when that is 0.
+  """
   if config.model not in GAN_FAMILIES:
     raise ValueError(f'unknown model {config.model!r}; allowed: {", ".join(GAN_FAMILIES)}')
+  options = FAMILY_OPTIONS.get(config.model, ())
+  kwargs = {name: config[name] for name in options if name != 'conditional'}
+  classes = 0
+  if 'conditional' in options and config.conditional:
+    classes = config.num_classes or num_classes
+    if not classes:
+      raise ValueError(f'conditional=True needs class labels, but the dataset has no class-label feature '
+                       f'{config.label_key!r}; set config.label_key, or config.num_classes for integer labels')
+    if num_classes and classes < num_classes:
+      raise ValueError(f'config.num_classes={classes} is fewer than the dataset\'s {num_classes} classes; '
+                       f'allowed: 0 (the dataset\'s) or >= {num_classes}')
+    kwargs['num_classes'] = classes
   # Activations run in `compute_dtype`; parameters and optimiser state stay float32 whatever it is.
-  return Gan(*GAN_FAMILIES[config.model](tuple(image_shape), width_multiplier=config.width_multiplier,
-                                         dtype=jnp.dtype(config.compute_dtype)))
+  generator, discriminator = GAN_FAMILIES[config.model](
+      tuple(image_shape), width_multiplier=config.width_multiplier, dtype=jnp.dtype(config.compute_dtype), **kwargs)
+  return Gan(generator, discriminator, classes)
 
 
 VAE_FAMILIES: dict[str, Callable[..., nn.Module]] = {
