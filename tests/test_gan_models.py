@@ -350,11 +350,11 @@ def test_orthogonal_regularization_value_and_effect():
   # In the generator step: the term is reported and changes the update.
   config = _config('mlp', width_multiplier=0.125)
   gan = models.create_gan(config, (28, 28, 1))
-  state = _tiny_state(config, gan)
+  state = _tiny_state(config, gan, (28, 28, 1))
   batch = {'image': jnp.zeros((4, 28, 28, 1)), 'label': jnp.zeros((4,), jnp.int32)}
   g_step = lambda weight: jax.jit(functools.partial(
       steps.generator_step, gan=gan, loss=losses.get_gan_loss('hinge'), latent_dim=config.latent_dim,
-      g_tx=optimizers.create_optimizer(config, 'generator'), g_ortho_reg=weight))(state, batch, jax.random.key(1))
+      g_tx=optimizers.create_optimizer(config, 'generator'), techniques=steps.Techniques(g_ortho_reg=weight)))(state, batch, jax.random.key(1))
   plain, plain_metrics = g_step(0.0)
   regularised, metrics = g_step(1.0)
   assert float(metrics['g_ortho']) == pytest.approx(
