@@ -144,15 +144,9 @@ LAYER_COUNTERS = {'mlp': mlp_layers, 'dcgan': dcgan_layers, 'sngan_resnet': resn
                   'biggan': resnet_gan_layers}
 
 
-def _vae_outputs_per_pixel(config: ml_collections.ConfigDict) -> int:
-  """2 where the decoder also outputs a log standard deviation per pixel (learned Gaussian scale)."""
-  return 2 if config.vae.likelihood == 'gaussian' and config.vae.gaussian_std is None else 1
-
-
 def vae_conv_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
   """Encoder and decoder layers of `models/vae.py`'s `vae_conv` (4x4 kernels)."""
   height, width, channels = image_shape
-  outputs = channels * _vae_outputs_per_pixel(config)
   e1, e2, e3 = (_width(n, config.width_multiplier) for n in (32, 64, 256))
   d1, d2, d3 = (_width(n, config.width_multiplier) for n in (256, 64, 32))
   h2, w2, h4, w4 = -(-height // 2), -(-width // 2), -(-height // 4), -(-width // 4)
@@ -165,7 +159,7 @@ def vae_conv_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[lis
              Layer('D.tconv1_s2', _conv_transpose_taps(height // 4, 4, 2) * _conv_transpose_taps(width // 4, 4, 2)
                    * d2 * d3),
              Layer('D.tconv2_s2', _conv_transpose_taps(height // 2, 4, 2) * _conv_transpose_taps(width // 2, 4, 2)
-                   * d3 * outputs)]
+                   * d3 * channels)]
   return encoder, decoder
 
 
@@ -173,8 +167,7 @@ def vae_mlp_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list
   """Encoder and decoder layers of `models/vae.py`'s `vae_mlp`."""
   pixels = math.prod(image_shape)
   e_widths = [pixels] + [_width(n, config.width_multiplier) for n in (512, 256)] + [2 * config.latent_dim]
-  d_widths = ([config.latent_dim] + [_width(n, config.width_multiplier) for n in (256, 512)]
-              + [pixels * _vae_outputs_per_pixel(config)])
+  d_widths = [config.latent_dim] + [_width(n, config.width_multiplier) for n in (256, 512)] + [pixels]
   dense = lambda prefix, w: [Layer(f'{prefix}.dense{i}', a * b) for i, (a, b) in enumerate(zip(w, w[1:]))]
   return dense('E', e_widths), dense('D', d_widths)
 

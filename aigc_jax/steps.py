@@ -331,6 +331,8 @@ def vae_train_step(state: VaeState, batch: dict[str, jax.Array], rng: jax.Array,
   metrics = {'loss': loss, 'elbo': jnp.mean(log_likelihood - kl), 'reconstruction': jnp.mean(log_likelihood),
              'kl': jnp.mean(kl), 'kl_weight': weight, 'grad_norm': grad_norm, 'skipped': skipped,
              'skipped_steps': state.skipped_steps, 'consecutive_skipped': state.consecutive_skipped}
+  if likelihood.learned_std:
+    metrics['decoder_std'] = jnp.exp(net.params['log_std'])
   return state, metrics
 
 

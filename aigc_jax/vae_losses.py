@@ -8,7 +8,7 @@ Images arrive as the models see them, float32 in [-1, 1]. What each likelihood m
   binarisation) or when g > 0.5 (`threshold`). The decoder outputs one logit per pixel; the log-likelihood
   is an exact log-probability of the binary image.
 * `gaussian`: 8-bit pixels. Each pixel is rounded to the nearest of the 256 levels k/127.5 - 1 and the
-  decoder's Gaussian (mean and, if learned, standard deviation per pixel; else one fixed) is integrated over that
+  decoder's Gaussian (mean per pixel; one standard deviation, learned or fixed) is integrated over that
   level's bin of width 2/255, the outer bins reaching to -inf and +inf (the discretised Gaussian of
   PixelCNN++ / DDPM). The log-likelihood is then an exact log-probability of the 8-bit image, so the
   negative ELBO bounds -log P(image) in nats and bits per dimension are comparable with the literature.
@@ -97,7 +97,7 @@ class Likelihood(NamedTuple):
   `mean(loc)`: the distribution's mean as an image in [-1, 1] (reconstructions, samples).
   """
   name: str
-  learned_std: bool  # the decoder outputs a log standard deviation per pixel
+  learned_std: bool  # the VAE carries a trained log standard deviation
   targets: Callable[[jax.Array, jax.Array], jax.Array]
   log_prob: Callable[[jax.Array, jax.Array | None, jax.Array], jax.Array]
   mean: Callable[[jax.Array], jax.Array]

@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.vae = ml_collections.ConfigDict()
   config.vae.likelihood = 'bernoulli'     # bernoulli (binarised pixels) | gaussian (8-bit pixels, discretised)
   config.vae.binarize = 'dynamic'         # bernoulli: dynamic (a fresh draw each step) | threshold (> 0.5)
-  config.vae.gaussian_std = config_dict.placeholder(float)  # gaussian: fixed std in [-1, 1] units; None = learned
+  config.vae.gaussian_std = config_dict.placeholder(float)  # gaussian: fixed std ([-1, 1] units); None = learned
   config.vae.beta = 1.0                   # KL weight of the objective (beta-VAE); the logged ELBO uses 1
   config.vae.kl_warmup_steps = 0          # KL weight ramps linearly from 0 to beta over these steps
   config.vae.heldout_split = 'test'       # split scored by the held-out negative ELBO (and reconstructed)
