@@ -94,3 +94,25 @@ def config_overrides(argv: list[str], parsed: ml_collections.ConfigDict) -> dict
         node = node[name]
       overrides[dotted] = node
   return overrides
+
+
+def generate_images(run, z, labels=None):
+  """uint8 images `[N, H, W, C]` from latents `z` (and labels, for a conditional model), generated in batches
+  split over the mesh."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from aigc_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+
+  split = sharding_lib.example_sharding(run.mesh)
+  generate = jax.jit(run.family.generate, in_shardings=(run.state_shardings, split, split),
+                     out_shardings=sharding_lib.replicated(run.mesh))
+  devices = run.mesh.size
+  batch = min(256, -(-len(z) // devices) * devices)
+  count, z = len(z), np.asarray(z)
+  z = np.concatenate([z, np.zeros((-count % batch, z.shape[1]), z.dtype)])  # whole batches; trimmed below
+  if labels is not None:
+    labels = np.concatenate([np.asarray(labels, np.int32), np.zeros((-count % batch,), np.int32)])
+  label_batch = lambda i: None if labels is None else jax.device_put(labels[i:i + batch], split)
+  images = np.concatenate([np.asarray(generate(run.state, jax.device_put(z[i:i + batch], split), label_batch(i)))
+                           for i in range(0, len(z), batch)])[:count]
+  return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aigc_jax import restored_run, sample, steps, train
+from aigc_jax import restored_run, steps, train
 from aigc_jax.config_checks import ConfigError
 from aigc_jax.evaluation import evaluator as evaluator_lib
 from tests.conftest import make_tiny_config
@@ -95,15 +95,15 @@ def test_sample_and_evaluate_use_the_ema_generator_on_the_sharded_mesh(all_on_ru
                                        'eval.batch_size': 16, 'eval.num_reference': 64})
   assert tuple(run.mesh.devices.shape) == (4, 2)
   assert 'fsdp' in run.state.generator.params['Dense_0']['kernel'].sharding.spec
-  z = sample.latents(0, 8, run.config.latent_dim)
+  z = jax.random.normal(jax.random.key(0), (8, run.config.latent_dim))
   generate = lambda state, use_ema: np.clip(np.rint((np.asarray(steps.generate(
       jax.device_get(state), jnp.asarray(z), gan=run.family.modules, use_ema=use_ema)) + 1) * 127.5), 0, 255).astype(np.uint8)
-  images = sample.generate_images(run, z)
+  images = restored_run.generate_images(run, z)
   np.testing.assert_allclose(images, generate(run.state, True), atol=1)  # EMA by default
   assert np.abs(images.astype(int) - generate(run.state, False)).mean() > 1
 
   raw_run = run._replace(config=restored_run.run_config(run.config.to_dict(), {'sample_with_ema': False}))
-  np.testing.assert_allclose(sample.generate_images(raw_run, z), generate(run.state, False), atol=1)
+  np.testing.assert_allclose(restored_run.generate_images(raw_run, z), generate(run.state, False), atol=1)
 
   evaluator = evaluator_lib.Evaluator(run.config, mesh=run.mesh, gan=run.family.modules, builder=run.builder,
                                       image_shape=run.info.image_shape, state_shardings=run.state_shardings,

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from aigc_jax import checkpointing, distributed, input_pipeline, optimizers, sharding, train
+from aigc_jax import checkpointing, distributed, input_pipeline, sharding, train
 from aigc_jax import state as state_lib
 from tests.conftest import REPO_ROOT
 
@@ -109,11 +109,8 @@ def _committed_steps(workdir):
 
 def _initializer(config):
   """`(init, abstract)` of the tiny config's train state on this process's 8 devices (see `state.py`)."""
-  _, info, gan = train.prepare_data_and_models(config)
-  return state_lib.sharded_initializer(
-      sharding.create_mesh(), gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
-      d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=info.image_shape,
-      latent_dim=config.latent_dim)
+  _, _, family = train.prepare_data_and_models(config)
+  return state_lib.initializer_from_config(config, sharding.mesh_from_config(config), family.init_state)
 
 
 def _saved(workdir, step, abstract):
