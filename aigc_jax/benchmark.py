@@ -226,6 +226,7 @@ def measure(config) -> dict[str, Any]:
   return {
       'model': config.model, 'batch_size': config.batch_size, 'width_multiplier': config.width_multiplier,
       'compute_dtype': dtype, 'n_critic': config.n_critic, 'mode': bench.mode, 'dataset': info.name,
+      'gan_update': config.gan_update if family.kind == 'gan' else None,
       # The GAN techniques and the parameter layout: their extra passes are not in the analytic FLOPs.
       'techniques': steps.techniques_from_config(config)._asdict() if family.kind == 'gan' else None,
       'fsdp_devices': config.fsdp_devices,
@@ -288,12 +289,22 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """One row per configuration: the run with the median images/s (repeated runs damp a noisy machine)."""
   groups: dict[tuple, list[dict[str, Any]]] = {}
   for record in results:
-    groups.setdefault(tuple(record[key] for key in _GROUP_KEYS), []).append(record)
+    groups.setdefault((*(record[key] for key in _GROUP_KEYS), _update_of(record)), []).append(record)
   rows = []
   for key in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
     runs = sorted(groups[key], key=lambda r: r['images_per_sec'])
     rows.append({**runs[(len(runs) - 1) // 2], 'runs': len(runs)})
   return rows
+
+
+def _update_of(record: dict[str, Any]) -> str:
+  from aigc_jax.models import VAE_FAMILIES  # pylint: disable=g-import-not-at-top  (flax; measuring imports it)
+  # Results written before the option existed are alternating-update GAN steps.
+  return record.get('gan_update') or ('-' if record['model'] in VAE_FAMILIES else 'alternating')
+
+
+def _model_label(record: dict[str, Any]) -> str:
+  return f"{record['model']} (simultaneous)" if _update_of(record) == 'simultaneous' else record['model']
 
 
 def _fmt(value, spec: str) -> str:
@@ -307,7 +318,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
   lines = [header, '|' + '---|' * (header.count('|') - 1)]
   for r in rows:
     lines.append(
-        f"| {r['device_kind']} x{r['device_count']} | {r['model']} | {r['compute_dtype']} | {r['mode']} "
+        f"| {r['device_kind']} x{r['device_count']} | {_model_label(r)} | {r['compute_dtype']} | {r['mode']} "
         f"| {r['batch_size']} | {r['width_multiplier']:g} | {r['runs']} "
         f"| {r['step_ms']:.1f} / {r['step_ms_p90']:.1f} / {_fmt(r.get('step_ms_min'), '.1f')} "
         f"| {r['images_per_sec']:.0f} | {_fmt(r.get('window_images_per_sec'), '.0f')} "
@@ -324,7 +335,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  labels = [f"{r['device_kind']} x{r['device_count']}\n{r['model']} b{r['batch_size']} w{r['width_multiplier']:g} "
+  labels = [f"{r['device_kind']} x{r['device_count']}\n{_model_label(r)} b{r['batch_size']} w{r['width_multiplier']:g} "
             f"{r['compute_dtype']} {r['mode']}" for r in rows]
   kinds = sorted({r['device_kind'] for r in rows})  # one colour per accelerator
   fig, axes = plt.subplots(1, 2, figsize=(14, max(3.0, 0.45 * len(rows) + 1.5)), sharey=True)

@@ -13,7 +13,7 @@ from etils import epath
 
 from aigc_jax import augment as augment_lib
 from aigc_jax import sharding as sharding_lib
-from aigc_jax.losses import GAN_LOSSES
+from aigc_jax.losses import GAN_LOSSES, GAN_UPDATES
 from aigc_jax.models import FAMILY_OPTIONS, FAMILY_SPECIFIC_FIELDS, GAN_FAMILIES, VAE_FAMILIES
 from aigc_jax.models.resnet_gan import WEIGHT_INITS
 from aigc_jax.optimizers import LR_SCHEDULES
@@ -84,6 +84,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'warmup_steps': ((int,), *_non_negative),
     'grad_clip_norm': ((int, float), lambda v: v >= 0, 'a number >= 0 (0 = off)'),
     'n_critic': ((int,), *_positive),
+    'gan_update': ((str,), lambda v: v in GAN_UPDATES, ', '.join(GAN_UPDATES)),
     'latent_dim': ((int,), *_positive),
     'width_multiplier': ((int, float), *_positive_float),
     'compute_dtype': ((str,), lambda v: v in COMPUTE_DTYPES, ', '.join(COMPUTE_DTYPES)),
@@ -182,6 +183,12 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   if config.model in VAE_FAMILIES and config.n_critic != 1:
     raise ConfigError(f'config.n_critic={config.n_critic} is not allowed with config.model={config.model!r}; '
                       'allowed: 1 (a VAE takes one batch per step; n_critic is for GANs)')
+  if config.gan_update == 'simultaneous' and config.n_critic != 1:
+    raise ConfigError(f'config.n_critic={config.n_critic} is not allowed with config.gan_update=\'simultaneous\' '
+                      '(one forward pass updates both networks); allowed: 1, or config.gan_update=\'alternating\'')
+  if config.model in VAE_FAMILIES and config.gan_update != 'alternating':
+    raise ConfigError(f'config.gan_update={config.gan_update!r} is not used by config.model={config.model!r}; '
+                      "allowed: 'alternating' (gan_update is for GANs)")
   _validate_family_options(config)
   _validate_dataset(config.dataset)
   problems = [p for p in map(_rule_problem, config.param_sharding_rules) if p]

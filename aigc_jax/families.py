@@ -110,7 +110,7 @@ def _gan_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
                                    ema=ema_lib.enabled(config)),
       train_step=functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
                                    d_tx=d_tx, latent_dim=config.latent_dim,
-                                   techniques=steps.techniques_from_config(config)),
+                                   techniques=steps.techniques_from_config(config), update=config.gan_update),
       generate=generate,
       reporter=lambda ctx: Reporter(write_images=_sample_writer(ctx, generate, gan.num_classes), evaluations=[]),
       num_classes=gan.num_classes)

@@ -16,6 +16,11 @@ The formula (only matmuls and convolutions count; elementwise ops, batch norm, t
   and then one generator update:
     G forward on B + D forward on B + D backward on B, input gradients only (D's weights are not updated)
     + G backward on B (weight gradients; input gradients for every layer but the first).
+  With `gan_update='simultaneous'` (one batch per step), the generator update reuses the critic update's
+  forward pass: it costs only D's input gradients on the B fakes (every layer) + G backward on B, i.e. one
+  G forward and one D forward on B less than the alternating step. (`steps.simultaneous_update` runs that
+  input-gradient pass over all 2B rows of the joint batch, the real rows' cotangent zero: XLA's count
+  includes the B rows of wasted work, this formula does not.)
 * One VAE step (`steps.vae_train_step`), batch B: encoder forward + decoder forward on B, then the decoder
   backward (weight gradients and input gradients at every layer: the gradient reaches the latents and
   goes on into the encoder) + the encoder backward (weight gradients; input gradients for every layer
@@ -199,4 +204,6 @@ def train_step_flops(config: ml_collections.ConfigDict, image_shape) -> int:
   # that costs one D forward.
   generator_update = (batch * _forward(generator) + 2 * batch * _forward(discriminator)
                       + batch * _backward(generator, weights=True, inputs=True))
+  if config.gan_update == 'simultaneous':
+    return critic_update + generator_update - batch * (_forward(generator) + _forward(discriminator))
   return config.n_critic * critic_update + generator_update

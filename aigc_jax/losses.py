@@ -37,6 +37,11 @@ GAN_LOSSES: dict[str, GanLoss] = {
 }
 
 
+# How the two losses are minimised in a step (`steps.train_step`): D, then G through the updated D; or both
+# networks from one forward pass (the TensorFlow DCGAN tutorial's two-tape step).
+GAN_UPDATES = ('alternating', 'simultaneous')
+
+
 def get_gan_loss(name: str) -> GanLoss:
   if name not in GAN_LOSSES:
     raise ValueError(f'unknown loss {name!r}; allowed: {", ".join(GAN_LOSSES)}')

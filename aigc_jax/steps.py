@@ -220,6 +220,71 @@ def generator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Arra
                                               'g_finite': finite, **extra}
 
 
+def simultaneous_update(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, gan: Gan,
+                        loss: GanLoss, g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
+                        latent_dim: int, techniques: Techniques = Techniques(),
+                        d_update: jax.Array | int = 0) -> tuple[TrainState, Metrics, Metrics]:
+  """Both networks updated from one forward pass (the TensorFlow DCGAN tutorial's step, two tapes).
+
+  G makes B fakes once; D sees the real and fake batch together once; D's gradient is that of its loss,
+  G's that of its loss through the same D outputs (D's parameters before this step's update). Two
+  backward passes through D share the one forward: D's loss to D's weights, G's loss to the fakes. It skips
+  the alternating step's second G forward and second D forward (see `flops.py`); what changes is that G
+  steps against the D of the start of the step, not the one just updated. Returns the updated state and
+  the D and G metrics, named as `discriminator_step` and `generator_step` name them.
+  """
+  real = batch['image']
+  z_rng, g_rng, d_rng, label_rng = _split(rng, gan)
+  fake_labels = _fake_labels(label_rng, real.shape[0], gan)
+  g, d = state.generator, state.discriminator
+  z = _latents(z_rng, real.shape[0], latent_dim)
+  fake, g_vjp, g_variables = jax.vjp(
+      lambda params: apply_network(gan.generator, g, z, train=True, rng=g_rng, params=params, labels=fake_labels),
+      g.params, has_aux=True)
+  labels = None if fake_labels is None else jnp.concatenate([batch['label'], fake_labels])
+
+  def d_outputs(params, fake):
+    inputs = _augment(jnp.concatenate([real, fake]), rng, techniques)
+    return apply_network(gan.discriminator, d, inputs, train=True, rng=d_rng, params=params, labels=labels)
+
+  outputs, d_vjp, d_variables = jax.vjp(d_outputs, d.params, fake, has_aux=True)
+  real_out, fake_out = jnp.split(outputs, 2)
+  d_loss, d_cotangent = jax.value_and_grad(lambda o: loss.discriminator(*jnp.split(o, 2)))(outputs)
+  g_loss, g_cotangent = jax.value_and_grad(lambda o: loss.generator(jnp.split(o, 2)[1]))(outputs)
+  d_grads = d_vjp(d_cotangent)[0]
+  g_grads = g_vjp(d_vjp(g_cotangent)[1])[0]
+
+  total_d_loss, penalties = d_loss, {}
+  if techniques.r1_gamma or techniques.gp_weight:
+    (penalty, penalties), penalty_grads = jax.value_and_grad(
+        lambda params: _penalties(params, d, real, jax.lax.stop_gradient(fake), rng, d_update, gan=gan,
+                                  techniques=techniques, labels=batch['label'] if gan.conditional else None),
+        has_aux=True)(d.params)
+    d_grads = jax.tree.map(jnp.add, d_grads, penalty_grads)
+    total_d_loss = d_loss + penalty
+  total_g_loss, g_extra = g_loss, {}
+  if techniques.g_ortho_reg:
+    ortho, ortho_grads = jax.value_and_grad(losses.orthogonal_regularization)(g.params)
+    g_grads = jax.tree.map(lambda a, b: a + techniques.g_ortho_reg * b, g_grads, ortho_grads)
+    total_g_loss, g_extra = g_loss + techniques.g_ortho_reg * ortho, {'g_ortho': ortho}
+
+  d_updates, d_opt_state = d_tx.update(d_grads, d.opt_state, d.params)
+  g_updates, g_opt_state = g_tx.update(g_grads, g.opt_state, g.params)
+  d_grad_norm, g_grad_norm = optax.tree.norm(d_grads), optax.tree.norm(g_grads)
+  state = state.replace(
+      discriminator=NetworkState(optax.apply_updates(d.params, d_updates), d_variables, d_opt_state),
+      generator=NetworkState(optax.apply_updates(g.params, g_updates), g_variables, g_opt_state))
+  d_metrics = {'d_loss': d_loss, 'd_real': jnp.mean(real_out), 'd_fake': jnp.mean(fake_out),
+               'd_grad_norm': d_grad_norm,
+               'd_finite': jnp.isfinite(total_d_loss) & jnp.isfinite(d_grad_norm), **penalties}
+  if loss.logistic:
+    d_metrics.update(d_real_prob=jnp.mean(jax.nn.sigmoid(real_out)),
+                     d_fake_prob=jnp.mean(jax.nn.sigmoid(fake_out)))
+  g_metrics = {'g_loss': total_g_loss, 'g_grad_norm': g_grad_norm,
+               'g_finite': jnp.isfinite(total_g_loss) & jnp.isfinite(g_grad_norm), **g_extra}
+  return state, d_metrics, g_metrics
+
+
 def update_ema(state: TrainState, rng: jax.Array, batch_size: int, *, gan: Gan, latent_dim: int,
                techniques: Techniques) -> TrainState:
   """The EMA generator after this step's generator update (see `ema.py`): params averaged in float32,
@@ -240,25 +305,37 @@ def update_ema(state: TrainState, rng: jax.Array, batch_size: int, *, gan: Gan, 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, gan: Gan, loss: GanLoss,
                g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
-               latent_dim: int, techniques: Techniques = Techniques()) -> tuple[TrainState, Metrics]:
+               latent_dim: int, techniques: Techniques = Techniques(),
+               update: str = 'alternating') -> tuple[TrainState, Metrics]:
   """`n_critic` discriminator updates (one per leading slice of `batch`), then one generator update, then
-  the generator EMA's update when the run has one.
+  the generator EMA's update when the run has one. With `update='simultaneous'` (n_critic 1) both
+  networks are updated from one forward pass instead (`simultaneous_update`).
 
   `rng` is the run's base key; this step's randomness is `fold_in(rng, state.step)`.
   """
+  if update not in losses.GAN_UPDATES:
+    raise ValueError(f'unknown GAN update {update!r}; allowed: {", ".join(losses.GAN_UPDATES)}')
   n_critic = batch['image'].shape[0]
   rngs = jax.random.split(jax.random.fold_in(rng, state.step), n_critic + 1)
   d_updates = state.step * n_critic + jnp.arange(n_critic, dtype=state.step.dtype)
-
-  def critic_update(carry, inputs):
-    critic_batch, critic_rng, d_update = inputs
-    return discriminator_step(carry, critic_batch, critic_rng, gan=gan, loss=loss, d_tx=d_tx,
-                              latent_dim=latent_dim, techniques=techniques, d_update=d_update)
-
-  updated, d_metrics = jax.lax.scan(critic_update, state, (batch, rngs[:-1], d_updates), unroll=True)
   last_batch = jax.tree.map(lambda x: x[-1], batch)
-  updated, g_metrics = generator_step(updated, last_batch, rngs[-1], gan=gan, loss=loss, g_tx=g_tx,
-                                      latent_dim=latent_dim, techniques=techniques)
+
+  if update == 'simultaneous':
+    if n_critic != 1:
+      raise ValueError(f'the simultaneous update takes one batch per step, got n_critic={n_critic}')
+    updated, d_metrics, g_metrics = simultaneous_update(
+        state, last_batch, rngs[0], gan=gan, loss=loss, g_tx=g_tx, d_tx=d_tx, latent_dim=latent_dim,
+        techniques=techniques, d_update=d_updates[0])
+    d_metrics = jax.tree.map(lambda x: x[None], d_metrics)  # as the critic scan stacks them
+  else:
+    def critic_update(carry, inputs):
+      critic_batch, critic_rng, d_update = inputs
+      return discriminator_step(carry, critic_batch, critic_rng, gan=gan, loss=loss, d_tx=d_tx,
+                                latent_dim=latent_dim, techniques=techniques, d_update=d_update)
+
+    updated, d_metrics = jax.lax.scan(critic_update, state, (batch, rngs[:-1], d_updates), unroll=True)
+    updated, g_metrics = generator_step(updated, last_batch, rngs[-1], gan=gan, loss=loss, g_tx=g_tx,
+                                        latent_dim=latent_dim, techniques=techniques)
   if techniques.ema_decay:
     updated = update_ema(updated, rngs[-1], last_batch['image'].shape[0], gan=gan, latent_dim=latent_dim,
                          techniques=techniques)

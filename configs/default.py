@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 128                 # global, over all devices and processes
   config.num_train_steps = 8_000
   config.n_critic = 1                     # discriminator updates per generator update
+  config.gan_update = 'alternating'       # alternating (D, then G through the new D) | simultaneous (n_critic 1)
   config.learning_rate = 2e-4
   config.g_learning_rate = config_dict.placeholder(float)  # None = learning_rate
   config.d_learning_rate = config_dict.placeholder(float)  # None = learning_rate

@@ -29,6 +29,13 @@ def test_mlp_train_step_flops_match_a_hand_count():
                + batch * (2 * g_macs + 2 * (g_macs - 100)))  # G weight grads + input grads but the first
   assert critic + generator == 1904
   assert flops.train_step_flops(_config('mlp', 1 / 256, batch), (2, 2, 1)) == 1904
+  # The simultaneous step (the DCGAN tutorial's): the generator update reuses the critic's forward pass, so
+  # it adds only D's input gradients on the fakes (all layers) and G's backward.
+  simultaneous = critic + batch * 2 * d_macs + batch * (2 * g_macs + 2 * (g_macs - 100))
+  assert simultaneous == 1904 - batch * 2 * (g_macs + d_macs)
+  config = _config('mlp', 1 / 256, batch)
+  config.gan_update = 'simultaneous'
+  assert flops.train_step_flops(config, (2, 2, 1)) == simultaneous
 
 
 def test_dcgan_layer_macs_match_a_hand_count():
