@@ -86,6 +86,23 @@ def test_strided_conv_equals_plain_in_value_and_gradient(kernel, stride, size):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5), g_patches, g_plain)
 
 
+def test_strided_conv_second_order_gradient_equals_plain():
+  # R1 and WGAN-GP differentiate D's input gradient with respect to D's weights: the custom input
+  # gradient must itself differentiate like the plain convolution's.
+  x = jax.random.normal(jax.random.key(0), (2, 14, 14, 3))
+  plain = nn.Conv(4, (5, 5), strides=(2, 2), padding='SAME')
+  patches = StridedConv(4, (5, 5), strides=(2, 2))
+  variables = plain.init(jax.random.key(1), x)
+
+  def penalty(module, variables):
+    input_grad = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(variables, x))))(x)
+    return jnp.sum(input_grad ** 2)
+
+  np.testing.assert_allclose(penalty(patches, variables), penalty(plain, variables), rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
+               jax.grad(penalty, argnums=1)(patches, variables), jax.grad(penalty, argnums=1)(plain, variables))
+
+
 def test_dcgan_discriminator_keeps_the_plain_conv_parameter_names():
   # A checkpoint written before the convolutions changed form still loads: same tree, same shapes.
   config = default.get_config()
