@@ -378,11 +378,24 @@ def read_source(path: str) -> tuple[str, dict[str, np.ndarray]]:
   return digest, read_torch_weights(path)
 
 
+def source_sha256(path: str) -> str:
+  """The sha256 of a weights file, or for a converted `.npz` the one it records ('unknown' if none)."""
+  if path.endswith('.npz'):
+    with np.load(path) as data:
+      return str(data['source_sha256']) if 'source_sha256' in data else 'unknown'
+  return sha256_of(path)
+
+
+def network_id(path: str) -> str:
+  """NETWORK_ID and the weights source's sha256 prefix: reference-feature caches keep the two copies apart."""
+  return f'{NETWORK_ID}-{source_sha256(path)[:8]}'
+
+
 def load_variables(path: str) -> Any:
   """Flax variables from a known weights file (`SOURCES`, checked by sha256) or a `.npz` converted from one."""
   if path.endswith('.npz'):
+    digest = source_sha256(path)
     with np.load(path) as data:
-      digest = str(data['source_sha256']) if 'source_sha256' in data else 'unknown'
       state_dict = {k: data[k] for k in data.files if k not in NPZ_METADATA}
     if digest not in SOURCES:
       raise ConfigError(f'Inception weights {path!r} are not the FID weights: it records source sha256 {digest}, '
