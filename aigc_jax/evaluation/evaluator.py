@@ -51,8 +51,8 @@ def load_feature_network(config: ml_collections.ConfigDict, image_shape: tuple[i
     trained = digits_classifier.load_or_train(cache_dir(config), data_dir=config.data_dir,
                                               steps=config.eval.classifier_train_steps)
     return FeatureNetwork(name, f'digits_classifier-{trained.recipe}', digits_classifier.apply, trained.params)
-  variables = inception.load_variables(inception.weights_path(config.eval.inception_weights))
-  return FeatureNetwork(name, inception.NETWORK_ID, inception.apply, variables)
+  path = inception.weights_path(config.eval.inception_weights)
+  return FeatureNetwork(name, inception.network_id(path), inception.apply, inception.load_variables(path))
 
 
 def _features_and_probs(apply_fn, variables, images):
