@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from aigc_jax import models
+from aigc_jax.models import dcgan
 from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
 from configs import default
 
@@ -111,3 +112,21 @@ def test_dcgan_discriminator_keeps_the_plain_conv_parameter_names():
       jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
   assert {name: params[name]['kernel'].shape for name in params} == {
       'Conv_0': (5, 5, 1, 64), 'Conv_1': (5, 5, 64, 128), 'Dense_0': (6272, 1)}
+
+
+def test_dropout16_keeps_units_at_the_rate_and_scales_them():
+  x = jnp.ones((64, 8, 8, 33))  # an odd channel count: the last 16-bit half of a word is unused
+  dropout = dcgan.Dropout16(0.3)
+  y = dropout.apply({}, x, rngs={'dropout': jax.random.key(0)})
+  kept = np.asarray(y != 0)
+  # 135,168 units: the kept fraction is within 4 standard errors of 0.7.
+  assert abs(kept.mean() - 0.7) < 4 * np.sqrt(0.7 * 0.3 / kept.size)
+  np.testing.assert_allclose(np.asarray(y)[kept], 1 / 0.7, rtol=1e-6)
+  # Every channel and every example drops units (the bits are not shared across the last axis).
+  assert kept.mean(axis=(0, 1, 2)).min() > 0.5 and kept.mean(axis=(0, 1, 2)).max() < 0.9
+  other = dropout.apply({}, x, rngs={'dropout': jax.random.key(1)})
+  assert not np.array_equal(np.asarray(other != 0), kept)
+  grad = jax.grad(lambda x: jnp.sum(dropout.apply({}, x, rngs={'dropout': jax.random.key(0)})))(x)
+  np.testing.assert_allclose(grad, np.where(kept, 1 / 0.7, 0.0), rtol=1e-6)
+  assert dcgan.Dropout16(0.3, deterministic=True).apply({}, x) is x
+  assert not np.any(dcgan.Dropout16(1.0).apply({}, x, rngs={'dropout': jax.random.key(0)}))
