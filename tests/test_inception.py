@@ -16,6 +16,7 @@ import pytest
 
 from aigc_jax.config_checks import ConfigError
 from aigc_jax.evaluation import inception
+from tools import compare_inception_reference as reference_tool
 
 
 
@@ -124,40 +125,14 @@ def test_torchscript_names_map_to_pytorch_fid_names():
 
 
 def _pytorch_fid_pool_features(state_dict, images):
-  """pytorch-fid's own FID network and preprocessing on `images` in [-1, 1] NHWC, fed `state_dict`.
-
-  pytorch-fid loads strictly, so a classifier-less state dict gets a zero `fc` (the pool does not use it).
-  """
-  import torch
-  from pytorch_fid import inception as reference
-  if 'fc.weight' not in state_dict:
-    state_dict = dict(state_dict, **{'fc.weight': np.zeros((inception.NUM_LOGITS, inception.FEATURE_DIM), np.float32),
-                                     'fc.bias': np.zeros(inception.NUM_LOGITS, np.float32)})
-  original = reference.load_state_dict_from_url
-  reference.load_state_dict_from_url = lambda *a, **k: {n: torch.from_numpy(np.array(v)) for n, v in state_dict.items()}
-  try:
-    model = reference.InceptionV3([reference.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True,
-                                  normalize_input=True, use_fid_inception=True).eval()
-  finally:
-    reference.load_state_dict_from_url = original
-  batch = torch.from_numpy(np.ascontiguousarray(((images + 1) / 2).transpose(0, 3, 1, 2)))
-  if batch.shape[1] == 1:
-    batch = batch.repeat(1, 3, 1, 1)
-  with torch.no_grad():
-    return model(batch)[0][:, :, 0, 0].numpy()
+  """pytorch-fid's own FID network and preprocessing on `images` in [-1, 1] NHWC, fed `state_dict`."""
+  return reference_tool.pytorch_fid_features(reference_tool.pytorch_fid_model(state_dict), images)
 
 
 def _torchscript_pool_features(path, images):
-  """The TorchScript module's own forward: it takes [-1, 1] images at 299x299, resized here as NVIDIA's and
-  pytorch-fid's wrappers do (bilinear, align_corners=False)."""
+  """The TorchScript module's own forward (images resized to 299 as NVIDIA's and pytorch-fid's wrappers do)."""
   import torch
-  import torch.nn.functional as F
-  batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-  if batch.shape[1] == 1:
-    batch = batch.repeat(1, 3, 1, 1)
-  with torch.no_grad():
-    batch = F.interpolate(batch, size=(299, 299), mode='bilinear', align_corners=False)
-    return torch.jit.load(path, map_location='cpu').eval()(batch).numpy()
+  return reference_tool.torchscript_features(torch.jit.load(path, map_location='cpu').eval(), images)
 
 
 @pytest.mark.skipif(not _HAS_REFERENCE, reason='needs torch, torchvision and pytorch-fid importable (optional: pip install torch pytorch-fid)')
