@@ -170,3 +170,15 @@ def test_simultaneous_train_step_runs_through_the_family(tiny_config):
   assert {'d_loss', 'g_loss', 'd_r1', 'd_grad_norm', 'g_grad_norm'} <= set(metrics)
   assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
   assert int(metrics['skipped_steps']) == 0
+
+
+def test_bfloat16_dcgan_step_keeps_float32_state(tiny_config):
+  # The custom-VJP convolutions and Dropout16 compute in bf16; params and optimiser state stay float32.
+  tiny_config.model, tiny_config.compute_dtype = 'dcgan', 'bfloat16'
+  family = families.create(tiny_config, (28, 28, 1), 10)
+  state = family.init_state(jax.random.key(0))
+  (batch,) = _real_batches(tiny_config, 1)
+  after, metrics = jax.jit(family.train_step)(state, batch, jax.random.key(1))
+  assert _leaves_differ(state.discriminator.params, after.discriminator.params)
+  assert {leaf.dtype for leaf in jax.tree.leaves(after.generator.params)} == {np.dtype(np.float32)}
+  assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
