@@ -1,10 +1,18 @@
 """Test set-up: 8 fake CPU devices (before jax is imported), quiet TensorFlow, one shared TFDS data_dir."""
 import hashlib
 import os
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+# A persistent compilation cache for this test run, shared by the xdist workers (spawned after this runs in
+# the controller, so they inherit the variable) and the training subprocesses the tests start: many tests
+# compile the same small steps (the suite ran 15 % faster with it). The process that made it removes it.
+_OWN_COMPILATION_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _OWN_COMPILATION_CACHE = os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='aigc_jax_tests_jit_')
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 import pytest  # noqa: E402
@@ -58,3 +66,9 @@ def tiny_config(tfds_data_dir):
 def pytest_report_header(config):
   del config
   return f'jax {jax.__version__}: {jax.device_count()} {jax.devices()[0].platform} devices'
+
+
+def pytest_sessionfinish(session):
+  del session
+  if _OWN_COMPILATION_CACHE:
+    shutil.rmtree(_OWN_COMPILATION_CACHE, ignore_errors=True)

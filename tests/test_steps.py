@@ -123,8 +123,9 @@ def test_simultaneous_update_is_the_two_tape_step(tiny_config):
   one = jax.tree.map(lambda x: x[0], batch)
   loss = losses.get_gan_loss('non_saturating')
   key = jax.random.key(3)
-  after, d_metrics, g_metrics = steps.simultaneous_update(state, one, key, gan=gan, loss=loss, g_tx=sgd, d_tx=sgd,
-                                                          latent_dim=tiny_config.latent_dim)
+  after, d_metrics, g_metrics = jax.jit(functools.partial(
+      steps.simultaneous_update, gan=gan, loss=loss, g_tx=sgd, d_tx=sgd, latent_dim=tiny_config.latent_dim))(
+          state, one, key)
 
   z_rng, g_rng, d_rng, _ = steps._split(key, gan)
   z = steps._latents(z_rng, tiny_config.batch_size, tiny_config.latent_dim)
@@ -137,15 +138,15 @@ def test_simultaneous_update_is_the_two_tape_step(tiny_config):
     return jnp.split(outputs, 2)
 
   g_params, d_params = state.generator.params, state.discriminator.params
-  d_grads = jax.grad(lambda p: loss.discriminator(*d_outputs(jax.lax.stop_gradient(g_params), p)))(d_params)
-  g_grads = jax.grad(lambda p: loss.generator(d_outputs(p, d_params)[1]))(g_params)
+  d_grads = jax.jit(jax.grad(lambda p: loss.discriminator(*d_outputs(jax.lax.stop_gradient(g_params), p))))(d_params)
+  g_grads = jax.jit(jax.grad(lambda p: loss.generator(d_outputs(p, d_params)[1])))(g_params)
   for new, old, grad in ((after.discriminator.params, d_params, d_grads), (after.generator.params, g_params, g_grads)):
     for a, b, g in zip(jax.tree.leaves(new), jax.tree.leaves(old), jax.tree.leaves(grad)):
       np.testing.assert_allclose(a, b - g, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(g_metrics['g_loss'], loss.generator(d_outputs(g_params, d_params)[1]), rtol=1e-6)
   # D's half is exactly the alternating discriminator step with the same key.
-  alternating, alternating_metrics = steps.discriminator_step(state, one, key, gan=gan, loss=loss, d_tx=sgd,
-                                                              latent_dim=tiny_config.latent_dim)
+  alternating, alternating_metrics = jax.jit(functools.partial(
+      steps.discriminator_step, gan=gan, loss=loss, d_tx=sgd, latent_dim=tiny_config.latent_dim))(state, one, key)
   for a, b in zip(jax.tree.leaves(after.discriminator.params), jax.tree.leaves(alternating.discriminator.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(d_metrics['d_loss'], alternating_metrics['d_loss'], rtol=1e-6)
