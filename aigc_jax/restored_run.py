@@ -10,6 +10,7 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import ml_collections
+import numpy as np
 
 from aigc_jax import checkpointing, config_checks, families, input_pipeline, train
 from aigc_jax import ema as ema_lib
@@ -96,13 +97,9 @@ def config_overrides(argv: list[str], parsed: ml_collections.ConfigDict) -> dict
   return overrides
 
 
-def generate_images(run, z, labels=None):
+def generate_images(run: RestoredRun, z, labels=None) -> np.ndarray:
   """uint8 images `[N, H, W, C]` from latents `z` (and labels, for a conditional model), generated in batches
   split over the mesh."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from aigc_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-
   split = sharding_lib.example_sharding(run.mesh)
   generate = jax.jit(run.family.generate, in_shardings=(run.state_shardings, split, split),
                      out_shardings=sharding_lib.replicated(run.mesh))
