@@ -20,6 +20,10 @@ Timing, two ways, after `warmup_steps` untimed steps:
 MFU = analytic model FLOP/s per device (`flops.py`) / peak FLOP/s per device (`PEAK_TFLOPS`, or on CPU
 a large matmul timed at start-up, or `config.benchmark.peak_tflops_per_device`).
 """
+if __name__ == '__main__':  # first, before the heavy imports: see host_memory.py
+  from aigc_jax import host_memory
+  host_memory.reexec_with_huge_pages()
+
 import datetime
 import json
 import os
@@ -33,7 +37,7 @@ from typing import Any, Iterator
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aigc_jax import cli, distributed
+from aigc_jax import cli, distributed, host_memory
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a benchmark config (configs/benchmark.py).',
                                           lock_config=True)
@@ -234,7 +238,9 @@ def measure(config) -> dict[str, Any]:
       'image_shape': list(info.image_shape), 'label': bench.label,
       'platform': device.platform, 'device_kind': device.device_kind, 'device_count': devices,
       'process_count': jax.process_count(), 'host': socket.gethostname(), 'jax_version': jax.__version__,
-      'python': platform.python_version(), 'time': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      'python': platform.python_version(),
+      # Whether malloc asked for transparent huge pages (host_memory.py): ~15 % of a CPU conv step.
+      'malloc_huge_pages': host_memory.huge_pages_requested(), 'time': datetime.datetime.now(datetime.timezone.utc).isoformat(),
       'compile_s': compile_s, 'warmup_steps': bench.warmup_steps, 'timed_steps': bench.timed_steps,
       'timing': 'per-step: block_until_ready(state) after every step; window: one sync after timed_steps',
       'step_ms': step_s * 1e3, 'step_ms_p90': _percentile(seconds, 0.9) * 1e3, 'step_ms_min': min(seconds) * 1e3,

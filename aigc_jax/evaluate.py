@@ -7,6 +7,10 @@ uniform noise images instead and
 `--baseline=real_halves` one half of the real data against the other (the floor). Bad input ends with one
 `error:` line and exit status 2.
 """
+if __name__ == '__main__':  # first, before the heavy imports: see host_memory.py
+  from aigc_jax import host_memory
+  host_memory.reexec_with_huge_pages()
+
 import json
 import os
 import sys

@@ -9,6 +9,10 @@ latents (PNG only), `--label=K` asks a class-conditional model for class K (with
 gets a class drawn uniformly from `--seed`; the `.npz` then also holds `labels`). Bad input ends with one
 `error:` line and exit status 2, before anything is written.
 """
+if __name__ == '__main__':  # first, before the heavy imports: see host_memory.py
+  from aigc_jax import host_memory
+  host_memory.reexec_with_huge_pages()
+
 import os
 import sys
 
