@@ -4,7 +4,7 @@ G: Dense (H/4)(W/4)256 (no bias) -> BN -> LeakyReLU -> ConvT 128 k5 s1 -> BN -> 
    -> BN -> LReLU -> ConvT C k5 s2 -> tanh.
 D: Conv 64 k5 s2 -> LReLU -> Dropout 0.3 -> Conv 128 k5 s2 -> LReLU -> Dropout 0.3 -> Dense 1 (`Dropout16`).
 The stride-2 transposed convolutions use the equivalent sub-pixel form, and the stride-2 convolutions the
-equivalent polyphase form (see `subpixel.py`).
+equivalent polyphase form (see `subpixel.py`); on CPU the stride-1 one runs by Winograd (`winograd.py`).
 Batch norm uses Keras' momentum and epsilon (0.99, 1e-3), as the tutorial does.
 """
 from typing import Any
@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
+from aigc_jax.models.winograd import WinogradConv
 
 _LEAKY_SLOPE = 0.3  # Keras' LeakyReLU default, which the tutorial uses.
 _KERNEL = (5, 5)
@@ -53,6 +54,22 @@ class DCGANGenerator(nn.Module):
   image_shape: tuple[int, int, int]
   widths: tuple[int, int, int] = (256, 128, 64)
   dtype: Any = jnp.float32
+  # The stride-1 5x5 layer: 'winograd' (winograd.py), 'direct' (nn.ConvTranspose), or 'auto': Winograd in
+  # float32 on CPU, where XLA's direct convolution was measured 1.7x slower for this layer's step, direct
+  # elsewhere (GPU/TPU convolutions are fast; Winograd's transforms lose precision in bfloat16).
+  # Same parameters and function either way.
+  conv_algorithm: str = 'auto'
+
+  def _stride1_conv_transpose(self, features):
+    algorithm = self.conv_algorithm
+    if algorithm == 'auto':
+      algorithm = 'winograd' if jnp.dtype(self.dtype) == jnp.float32 and jax.default_backend() == 'cpu' else 'direct'
+    if algorithm == 'winograd':
+      return WinogradConv(features, _KERNEL, use_bias=False, dtype=self.dtype, name='ConvTranspose_0')
+    if algorithm == 'direct':
+      return nn.ConvTranspose(features, _KERNEL, strides=(1, 1), padding='SAME', use_bias=False, dtype=self.dtype,
+                              name='ConvTranspose_0')
+    raise ValueError(f"conv_algorithm must be 'auto', 'winograd' or 'direct', got {algorithm!r}")
 
   @nn.compact
   def __call__(self, z, train: bool = True):
@@ -61,8 +78,7 @@ class DCGANGenerator(nn.Module):
     x = nn.Dense(base_h * base_w * self.widths[0], use_bias=False, dtype=self.dtype)(z.astype(self.dtype))
     x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
     x = x.reshape(z.shape[0], base_h, base_w, self.widths[0])
-    x = nn.ConvTranspose(self.widths[1], _KERNEL, strides=(1, 1), padding='SAME', use_bias=False,
-                         dtype=self.dtype)(x)
+    x = self._stride1_conv_transpose(self.widths[1])(x)
     x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
     x = SubpixelConvTranspose(self.widths[2], _KERNEL, strides=(2, 2), use_bias=False, dtype=self.dtype)(x)
     x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
