@@ -170,7 +170,7 @@ def _memory(compiled, device) -> tuple[int | None, int | None]:
 def measure(config) -> dict[str, Any]:
   """Builds, compiles and times the train step described by `config`; returns the result record."""
   import jax  # pylint: disable=g-import-not-at-top
-  from aigc_jax import flops, input_pipeline, steps  # pylint: disable=g-import-not-at-top
+  from aigc_jax import compiler_options, flops, input_pipeline, steps  # pylint: disable=g-import-not-at-top
   from aigc_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from aigc_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   from aigc_jax.train import prepare_data_and_models  # pylint: disable=g-import-not-at-top
@@ -200,7 +200,8 @@ def measure(config) -> dict[str, Any]:
   start = time.perf_counter()
   step = jax.jit(family.train_step, in_shardings=(state_shardings, batch_sharding, replicated),
                  out_shardings=(state_shardings, replicated), donate_argnums=0
-                 ).lower(abstract_state, batch_in, train_rng).compile()
+                 ).lower(abstract_state, batch_in, train_rng).compile(
+      compiler_options=compiler_options.train_step_compiler_options(config, jax.devices()[0].platform))
   compile_s = time.perf_counter() - start
 
   dataset = input_pipeline.create_train_dataset(config, builder, process_index=jax.process_index(),
@@ -240,7 +241,8 @@ def measure(config) -> dict[str, Any]:
       'process_count': jax.process_count(), 'host': socket.gethostname(), 'jax_version': jax.__version__,
       'python': platform.python_version(),
       # Whether malloc asked for transparent huge pages (host_memory.py): ~15 % of a CPU conv step.
-      'malloc_huge_pages': host_memory.huge_pages_requested(), 'time': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      'malloc_huge_pages': host_memory.huge_pages_requested(),
+      'compiler_options': compiler_options.train_step_compiler_options(config, device.platform), 'time': datetime.datetime.now(datetime.timezone.utc).isoformat(),
       'compile_s': compile_s, 'warmup_steps': bench.warmup_steps, 'timed_steps': bench.timed_steps,
       'timing': 'per-step: block_until_ready(state) after every step; window: one sync after timed_steps',
       'step_ms': step_s * 1e3, 'step_ms_p90': _percentile(seconds, 0.9) * 1e3, 'step_ms_min': min(seconds) * 1e3,

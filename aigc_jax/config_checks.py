@@ -12,6 +12,7 @@ import ml_collections
 from etils import epath
 
 from aigc_jax import augment as augment_lib
+from aigc_jax import compiler_options
 from aigc_jax import sharding as sharding_lib
 from aigc_jax.losses import GAN_LOSSES, GAN_UPDATES
 from aigc_jax.models import FAMILY_OPTIONS, FAMILY_SPECIFIC_FIELDS, GAN_FAMILIES, VAE_FAMILIES
@@ -88,6 +89,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'latent_dim': ((int,), *_positive),
     'width_multiplier': ((int, float), *_positive_float),
     'compute_dtype': ((str,), lambda v: v in COMPUTE_DTYPES, ', '.join(COMPUTE_DTYPES)),
+    'xla_cpu_library_fusions': ((str,), lambda v: v in compiler_options.SETTINGS, ', '.join(compiler_options.SETTINGS)),
     'conditional': ((bool,), None, 'True or False'),
     'num_classes': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the dataset's class count)"),
     'base_channels': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the family's width)"),

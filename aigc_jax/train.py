@@ -25,7 +25,7 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from jax.experimental import multihost_utils
 
-from aigc_jax import checkpointing, config_checks, families, input_pipeline
+from aigc_jax import checkpointing, compiler_options, config_checks, families, input_pipeline
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
@@ -256,7 +256,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   start = time.perf_counter()
   train_step = jax.jit(family.train_step, in_shardings=(state_shardings, batch_sharding, replicated),
                        out_shardings=(state_shardings, replicated), donate_argnums=0
-                       ).lower(abstract_state, batch_in, train_rng).compile()
+                       ).lower(abstract_state, batch_in, train_rng).compile(
+      compiler_options=compiler_options.train_step_compiler_options(config, jax.devices()[0].platform))
   logging.info('train step compiled in %.1fs; memory: %s', time.perf_counter() - start,
                train_step.memory_analysis())
   # The family's image grids (samples; a VAE's reconstructions) and its own evaluations (a VAE's held-out ELBO).

@@ -35,6 +35,8 @@ BAD_INPUTS = {
     'batch not divisible by devices': (['--config.batch_size=12'],
                                        'batch_size=12 .* not divisible by the device count 8; allowed: a multiple of 8'),
     'missing config file': (['--config=configs/nope.py'], 'could not load --config'),
+    'unknown CPU fusion setting': (['--config.xla_cpu_library_fusions=dot'],
+                                   "config.xla_cpu_library_fusions='dot' is not allowed; allowed: auto, xla"),
 }
 
 

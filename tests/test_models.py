@@ -67,41 +67,44 @@ def test_subpixel_conv_transpose_equals_plain_in_value_and_gradient(kernel, stri
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5), g_sub, g_plain)
 
 
+# 3 input channels take XLA's input gradient, 16 the phase-decomposed one (subpixel.py).
+@pytest.mark.parametrize('channels', [3, 16])
 @pytest.mark.parametrize('kernel,stride,size', [(5, 2, 28), (5, 2, 14), (5, 2, 7), (4, 2, 8), (3, 2, 5), (3, 3, 7)])
-def test_strided_conv_equals_plain_in_value_and_gradient(kernel, stride, size):
-  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+def test_strided_conv_equals_plain_in_value_and_gradient(kernel, stride, size, channels):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, channels))
   plain = nn.Conv(4, (kernel, kernel), strides=(stride, stride), padding='SAME')
-  patches = StridedConv(4, (kernel, kernel), strides=(stride, stride))
+  strided = StridedConv(4, (kernel, kernel), strides=(stride, stride))
   variables = plain.init(jax.random.key(1), x)
-  assert jax.tree.map(jnp.shape, patches.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
+  assert jax.tree.map(jnp.shape, strided.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
   out_size = -(-size // stride)
   cotangent = jax.random.normal(jax.random.key(2), (2, out_size, out_size, 4))
 
   def loss(module, variables, x):
     return jnp.sum(module.apply(variables, x) * cotangent)
 
-  np.testing.assert_allclose(patches.apply(variables, x), plain.apply(variables, x), atol=1e-5)
+  np.testing.assert_allclose(strided.apply(variables, x), plain.apply(variables, x), atol=1e-5)
   for argnum in (1, 2):  # weights and input
     g_plain = jax.grad(loss, argnums=argnum)(plain, variables, x)
-    g_patches = jax.grad(loss, argnums=argnum)(patches, variables, x)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5), g_patches, g_plain)
+    g_strided = jax.grad(loss, argnums=argnum)(strided, variables, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5), g_strided, g_plain)
 
 
-def test_strided_conv_second_order_gradient_equals_plain():
+@pytest.mark.parametrize('channels', [3, 16])
+def test_strided_conv_second_order_gradient_equals_plain(channels):
   # R1 and WGAN-GP differentiate D's input gradient with respect to D's weights: the custom input
   # gradient must itself differentiate like the plain convolution's.
-  x = jax.random.normal(jax.random.key(0), (2, 14, 14, 3))
+  x = jax.random.normal(jax.random.key(0), (2, 14, 14, channels))
   plain = nn.Conv(4, (5, 5), strides=(2, 2), padding='SAME')
-  patches = StridedConv(4, (5, 5), strides=(2, 2))
+  strided = StridedConv(4, (5, 5), strides=(2, 2))
   variables = plain.init(jax.random.key(1), x)
 
   def penalty(module, variables):
     input_grad = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(variables, x))))(x)
     return jnp.sum(input_grad ** 2)
 
-  np.testing.assert_allclose(penalty(patches, variables), penalty(plain, variables), rtol=1e-5)
+  np.testing.assert_allclose(penalty(strided, variables), penalty(plain, variables), rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
-               jax.grad(penalty, argnums=1)(patches, variables), jax.grad(penalty, argnums=1)(plain, variables))
+               jax.grad(penalty, argnums=1)(strided, variables), jax.grad(penalty, argnums=1)(plain, variables))
 
 
 def test_dcgan_discriminator_keeps_the_plain_conv_parameter_names():

@@ -10,15 +10,12 @@ input, whose output channels are the phases (each phase's sub-kernel placed in t
 by depth-to-space, computes it (Shi et al.'s sub-pixel convolution). XLA:CPU's slow path for the dilated
 convolution's weight gradient (over a second per DCGAN step, measured) is never taken.
 
-Plain (patches form): `StridedConv` has the same parameters and function as
-`flax.linen.Conv(..., strides=(s, s), padding='SAME')`, computed as one strided slice of the padded input
-per kernel tap, concatenated along channels (im2col), and one matmul with the reshaped kernel. Its weight
-gradient is the transposed matmul; its input gradient (a custom VJP) is `stride**2` stride-1 convolutions
-of the output gradient, one per input phase: the sub-pixel idea run backwards (the patches form's own
-transpose, interior-padded scatter-adds, was slower). Why not `nn.Conv`: inside the DCGAN train step,
-XLA:CPU emits the native strided convolution's input gradient (lhs-dilated) and weight gradient
-(rhs-dilated) with its naive loop emitter (loop-emitted `convolution`s in the compiled HLO; 8.16 s per
-step, measured), where a matmul and stride-1 convolutions take its fast kernels.
+Plain: `StridedConv` has the same parameters and function as `flax.linen.Conv(..., strides=(s, s),
+padding='SAME')`; its input gradient (a custom VJP) is `stride**2` stride-1 convolutions of the output
+gradient, one per input phase (the sub-pixel idea run backwards), where XLA:CPU's lhs-dilated convolution
+was slower. Forward and weight gradient are XLA's own: with jax 0.10 they beat the im2col-and-matmul form
+used before (DCGAN D's 14x14x64 layer at batch 512: forward 27-35 vs 50 ms, weight gradient 32-39 vs 60
+ms; measured with and without `compiler_options.py`'s CPU fusion setting).
 """
 import functools
 from typing import Any, Callable
@@ -114,17 +111,6 @@ def _same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
   return out, max((out - 1) * stride + kernel_size - size, 0) // 2
 
 
-def _patches(x: jax.Array, kernel_hw: tuple[int, int], stride: int) -> jax.Array:
-  """[B, out_h, out_w, kh*kw*C]: tap (i, j) of output (o, p) reads padded input (stride*o + i, stride*p + j)."""
-  _, height, width, _ = x.shape
-  kernel_h, kernel_w = kernel_hw
-  (out_h, before_h), (out_w, before_w) = _same_padding(height, kernel_h, stride), _same_padding(width, kernel_w, stride)
-  pad_h, pad_w = (out_h - 1) * stride + kernel_h - height, (out_w - 1) * stride + kernel_w - width
-  x = jnp.pad(x, ((0, 0), (before_h, max(pad_h, 0) - before_h), (before_w, max(pad_w, 0) - before_w), (0, 0)))
-  return jnp.concatenate([x[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
-                          for i in range(kernel_h) for j in range(kernel_w)], axis=-1)
-
-
 def _input_gradient_taps(size: int, kernel_size: int, stride: int, phase: int) -> tuple[list[int], list[int]]:
   """Kernel taps through which input positions `stride*q + phase` reach the output, and the output offsets
   (from q) they reach, ascending."""
@@ -162,35 +148,41 @@ def _conv_input_gradient(dy: jax.Array, kernel: jax.Array, stride: int, input_hw
   return dx[:, :input_hw[0], :input_hw[1]]
 
 
+# Input channels from which the phase-decomposed input gradient beats XLA's own (lhs-dilated) one: measured
+# 31 vs 45 ms for DCGAN D's 14x14x64 layer at batch 512, while for its 1-channel first layer XLA's is 3-5x
+# faster than the four phase convolutions.
+_PHASE_INPUT_GRADIENT_MIN_CHANNELS = 16
+
+
+def _conv(x, kernel, stride, precision):
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_strided_patches(x: jax.Array, kernel: jax.Array, stride: int, precision=None) -> jax.Array:
+def conv_strided(x: jax.Array, kernel: jax.Array, stride: int, precision=None) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME')` for NHWC `x` and HWIO `kernel`.
 
-  Forward: one strided slice of the padded input per kernel tap, concatenated along channels (im2col), and
-  one matmul. Weight gradient: the transposed matmul. Input gradient: `_conv_input_gradient`'s stride-1
-  convolutions; the patches form's own transpose (25 interior-padded scatter-adds of the whole input for a
-  5x5 kernel) costs XLA:CPU more than the matmuls around it."""
-  y, _ = _conv_strided_patches_fwd(x, kernel, stride, precision)
-  return y
+  Forward and weight gradient: XLA's own. Input gradient: `_conv_input_gradient`'s stride-1 convolutions
+  for inputs of `_PHASE_INPUT_GRADIENT_MIN_CHANNELS` channels or more, else XLA's."""
+  return _conv(x, kernel, stride, precision)
 
 
-def _conv_strided_patches_fwd(x, kernel, stride, precision):
-  kernel_h, kernel_w, _, features = kernel.shape
-  patches = _patches(x, (kernel_h, kernel_w), stride)
-  batch, out_h, out_w, taps = patches.shape
-  y = jnp.dot(patches.reshape(-1, taps), kernel.reshape(-1, features), precision=precision)
-  return y.reshape(batch, out_h, out_w, features), (patches, kernel, x.shape[1:3])
+def _conv_strided_fwd(x, kernel, stride, precision):
+  return _conv(x, kernel, stride, precision), (x, kernel)
 
 
-def _conv_strided_patches_bwd(stride, precision, residuals, dy):
-  patches, kernel, input_hw = residuals
-  features = kernel.shape[-1]
-  flat_dy = dy.reshape(-1, features)
-  d_kernel = jnp.dot(patches.reshape(flat_dy.shape[0], -1).T, flat_dy, precision=precision).reshape(kernel.shape)
-  return _conv_input_gradient(dy, kernel, stride, input_hw, precision), d_kernel
+def _conv_strided_bwd(stride, precision, residuals, dy):
+  x, kernel = residuals
+  (d_kernel,) = jax.vjp(lambda k: _conv(x, k, stride, precision), kernel)[1](dy)
+  if x.shape[-1] >= _PHASE_INPUT_GRADIENT_MIN_CHANNELS:
+    d_x = _conv_input_gradient(dy, kernel, stride, x.shape[1:3], precision)
+  else:
+    (d_x,) = jax.vjp(lambda v: _conv(v, kernel, stride, precision), x)[1](dy)
+  return d_x, d_kernel
 
 
-conv_strided_patches.defvjp(_conv_strided_patches_fwd, _conv_strided_patches_bwd)
+conv_strided.defvjp(_conv_strided_fwd, _conv_strided_bwd)
 
 
 class StridedConv(nn.Module):
@@ -209,5 +201,5 @@ class StridedConv(nn.Module):
     if self.strides[0] != self.strides[1]:
       raise ValueError(f'needs equal strides, got {self.strides}')
     x, kernel, bias = _conv_params(self, x)
-    y = conv_strided_patches(x, kernel, self.strides[0])
+    y = conv_strided(x, kernel, self.strides[0])
     return y + bias if bias is not None else y

@@ -1,0 +1,35 @@
+"""XLA compiler options for the train step, per platform and model, from `config.xla_cpu_library_fusions`.
+
+XLA:CPU hands some op kinds to YNNPACK "library fusions" and compiles the rest itself (convolutions then
+run on Eigen's kernels). Which is faster depends on the model, so the setting is per compiled program (an
+option of `.compile()`, not the process-wide `XLA_FLAGS`); train.py and the benchmark compile the step the
+same way.
+
+`config.xla_cpu_library_fusions`: 'auto' applies `AUTO_CPU_LIBRARY_FUSIONS[config.model]` where the model
+has an entry, XLA's default otherwise; 'xla' always XLA's default. Off CPU nothing changes.
+
+Only models whose train step is tested to compute the same with and without their entry get one
+(tests/test_compiler_options.py): the option is experimental in XLA, and with jax 0.10.2 its `dot` fusion
+computes garbage for a matmul whose operand is a broadcast constant (`x @ jnp.ones((k, n))`, same test
+file). That is also why arbitrary lists are not accepted here.
+"""
+import ml_collections
+
+SETTINGS = ('auto', 'xla')
+# Measured on the 2-core dev VM (benchmarks/RESULTS.md), fp32, simultaneous update: the dcgan b256 step
+# ~470 -> ~430 ms with the same network code, ~430 -> ~365 ms with D's strided convolutions in XLA's own
+# forward and weight gradient (subpixel.py). The mlp (no convolutions) was ~6 % slower with it.
+AUTO_CPU_LIBRARY_FUSIONS = {'dcgan': ('dot', 'reduce')}
+_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
+
+
+def cpu_library_fusion_option(kinds: tuple[str, ...]) -> dict[str, str]:
+  """The compiler option that hands exactly `kinds` (dot, eltwise, reduce, ...) to YNNPACK."""
+  return {_OPTION: ','.join(f'LIBRARY_FUSION_TYPE_{kind.upper()}' for kind in kinds)}
+
+
+def train_step_compiler_options(config: ml_collections.ConfigDict, platform: str) -> dict[str, str] | None:
+  """The `compiler_options` for `jax.jit(...).lower(...).compile()` of the train step; None for XLA's."""
+  if platform != 'cpu' or config.xla_cpu_library_fusions != 'auto' or config.model not in AUTO_CPU_LIBRARY_FUSIONS:
+    return None
+  return cpu_library_fusion_option(AUTO_CPU_LIBRARY_FUSIONS[config.model])
