@@ -13,9 +13,10 @@ convolution's weight gradient (over a second per DCGAN step, measured) is never 
 Plain: `StridedConv` has the same parameters and function as `flax.linen.Conv(..., strides=(s, s),
 padding='SAME')`; its input gradient (a custom VJP) is `stride**2` stride-1 convolutions of the output
 gradient, one per input phase (the sub-pixel idea run backwards), where XLA:CPU's lhs-dilated convolution
-was slower. Forward and weight gradient are XLA's own: with jax 0.10 they beat the im2col-and-matmul form
-used before (DCGAN D's 14x14x64 layer at batch 512: forward 27-35 vs 50 ms, weight gradient 32-39 vs 60
-ms; measured with and without `compiler_options.py`'s CPU fusion setting).
+was slower; its weight gradient is the im2col patches' transpose times the output gradient, where XLA's
+rhs-dilated convolution is sometimes loop-emitted (~6 s per alternating DCGAN step, measured). The forward
+is XLA's own, which with jax 0.10 beats im2col-and-matmul (DCGAN D's 14x14x64 layer at batch 512: 27-35
+vs 50 ms, with and without `compiler_options.py`'s CPU setting).
 """
 import functools
 from typing import Any, Callable
@@ -111,6 +112,17 @@ def _same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
   return out, max((out - 1) * stride + kernel_size - size, 0) // 2
 
 
+def _patches(x: jax.Array, kernel_hw: tuple[int, int], stride: int) -> jax.Array:
+  """[B, out_h, out_w, kh*kw*C]: tap (i, j) of output (o, p) reads padded input (stride*o + i, stride*p + j)."""
+  _, height, width, _ = x.shape
+  kernel_h, kernel_w = kernel_hw
+  (out_h, before_h), (out_w, before_w) = _same_padding(height, kernel_h, stride), _same_padding(width, kernel_w, stride)
+  pad_h, pad_w = (out_h - 1) * stride + kernel_h - height, (out_w - 1) * stride + kernel_w - width
+  x = jnp.pad(x, ((0, 0), (before_h, max(pad_h, 0) - before_h), (before_w, max(pad_w, 0) - before_w), (0, 0)))
+  return jnp.concatenate([x[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
+                          for i in range(kernel_h) for j in range(kernel_w)], axis=-1)
+
+
 def _input_gradient_taps(size: int, kernel_size: int, stride: int, phase: int) -> tuple[list[int], list[int]]:
   """Kernel taps through which input positions `stride*q + phase` reach the output, and the output offsets
   (from q) they reach, ascending."""
@@ -163,8 +175,10 @@ def _conv(x, kernel, stride, precision):
 def conv_strided(x: jax.Array, kernel: jax.Array, stride: int, precision=None) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME')` for NHWC `x` and HWIO `kernel`.
 
-  Forward and weight gradient: XLA's own. Input gradient: `_conv_input_gradient`'s stride-1 convolutions
-  for inputs of `_PHASE_INPUT_GRADIENT_MIN_CHANNELS` channels or more, else XLA's."""
+  Forward: XLA's own. Weight gradient: the im2col patches of `x`, transposed, times `dy` (XLA's own, an
+  rhs-dilated convolution, was fast in the simultaneous DCGAN step and took ~6 s in the alternating one:
+  loop-emitted). Input gradient: `_conv_input_gradient`'s stride-1 convolutions for inputs of
+  `_PHASE_INPUT_GRADIENT_MIN_CHANNELS` channels or more, else XLA's."""
   return _conv(x, kernel, stride, precision)
 
 
@@ -174,7 +188,9 @@ def _conv_strided_fwd(x, kernel, stride, precision):
 
 def _conv_strided_bwd(stride, precision, residuals, dy):
   x, kernel = residuals
-  (d_kernel,) = jax.vjp(lambda k: _conv(x, k, stride, precision), kernel)[1](dy)
+  patches = _patches(x, kernel.shape[:2], stride)
+  d_kernel = jnp.dot(patches.reshape(-1, patches.shape[-1]).T, dy.reshape(-1, dy.shape[-1]),
+                     precision=precision).reshape(kernel.shape)
   if x.shape[-1] >= _PHASE_INPUT_GRADIENT_MIN_CHANNELS:
     d_x = _conv_input_gradient(dy, kernel, stride, x.shape[1:3], precision)
   else:
