@@ -294,10 +294,12 @@ def load_results(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """One row per configuration: the run with the median images/s (repeated runs damp a noisy machine)."""
+  """One row per configuration and label: the run with the median images/s (repeated runs damp a noisy
+  machine; `config.benchmark.label` keeps variants such as ablations apart)."""
   groups: dict[tuple, list[dict[str, Any]]] = {}
   for record in results:
-    groups.setdefault((*(record[key] for key in _GROUP_KEYS), _update_of(record)), []).append(record)
+    key = (*(record[key] for key in _GROUP_KEYS), _update_of(record), record.get('label') or '')
+    groups.setdefault(key, []).append(record)
   rows = []
   for key in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
     runs = sorted(groups[key], key=lambda r: r['images_per_sec'])
@@ -312,7 +314,8 @@ def _update_of(record: dict[str, Any]) -> str:
 
 
 def _model_label(record: dict[str, Any]) -> str:
-  return f"{record['model']} (simultaneous)" if _update_of(record) == 'simultaneous' else record['model']
+  label = f"{record['model']} (simultaneous)" if _update_of(record) == 'simultaneous' else record['model']
+  return f"{label} [{record['label']}]" if record.get('label') else label
 
 
 def _fmt(value, spec: str) -> str:

@@ -99,3 +99,14 @@ def test_peak_table_picks_the_right_accelerator():
   assert benchmark.table_peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.0
   assert benchmark.table_peak_tflops('NVIDIA H200', 'float32') == 494.7
   assert benchmark.table_peak_tflops('cpu', 'float32') is None
+
+
+def test_report_keeps_labelled_variants_apart_and_takes_the_median_run():
+  base = {'model': 'dcgan', 'batch_size': 256, 'width_multiplier': 1, 'compute_dtype': 'float32', 'mode': 'synthetic',
+          'device_kind': 'cpu', 'device_count': 1, 'gan_update': 'simultaneous', 'step_ms': 1.0, 'step_ms_p90': 1.0}
+  runs = [{**base, 'images_per_sec': rate, 'images_per_sec_per_device': rate, 'label': label}
+          for rate, label in ((700, ''), (690, ''), (680, ''), (530, 'ablation'))]
+  rows = benchmark.summarise(runs)
+  assert [(r['label'], r['images_per_sec'], r['runs']) for r in rows] == [('', 690, 3), ('ablation', 530, 1)]
+  table = benchmark.markdown_table(rows)
+  assert '| dcgan (simultaneous) |' in table and '| dcgan (simultaneous) [ablation] |' in table
