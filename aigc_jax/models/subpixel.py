@@ -13,10 +13,10 @@ convolution's weight gradient (over a second per DCGAN step, measured) is never 
 Plain: `StridedConv` has the same parameters and function as `flax.linen.Conv(..., strides=(s, s),
 padding='SAME')`; its input gradient (a custom VJP) is `stride**2` stride-1 convolutions of the output
 gradient, one per input phase (the sub-pixel idea run backwards), where XLA:CPU's lhs-dilated convolution
-was slower; its weight gradient is the im2col patches' transpose times the output gradient, where XLA's
-rhs-dilated convolution is sometimes loop-emitted (~6 s per alternating DCGAN step, measured). The forward
-is XLA's own, which with jax 0.10 beats im2col-and-matmul (DCGAN D's 14x14x64 layer at batch 512: 27-35
-vs 50 ms, with and without `compiler_options.py`'s CPU setting).
+was slower. The forward and, for many input channels, the weight gradient are XLA's own, which with jax
+0.10 beat im2col-and-matmul (DCGAN D's 14x14x64 layer at batch 512: forward 27-35 vs 50 ms, weight
+gradient 45 vs 87 ms). XLA:CPU runs that weight gradient on Eigen's kernels only outside while loops; in
+one it was loop-emitted (~7 s per step), which is why `steps.train_step` unrolls its critic updates itself.
 """
 import functools
 from typing import Any, Callable
@@ -164,6 +164,11 @@ def _conv_input_gradient(dy: jax.Array, kernel: jax.Array, stride: int, input_hw
 # 31 vs 45 ms for DCGAN D's 14x14x64 layer at batch 512, while for its 1-channel first layer XLA's is 3-5x
 # faster than the four phase convolutions.
 _PHASE_INPUT_GRADIENT_MIN_CHANNELS = 16
+# Input channels from which XLA's own weight gradient (an rhs-dilated convolution on Eigen's kernels) beats
+# the im2col patches' transpose times dy: 45 vs 87 ms for that 14x14x64 layer at batch 512 (the patches'
+# 25 strided slices and their concatenation cost more than the matmul). For the 1-channel layer the patches
+# are tiny and the dcgan step was faster with them (measured: 452 vs 522 ms, alternating b256).
+_NATIVE_WEIGHT_GRADIENT_MIN_CHANNELS = 16
 
 
 def _conv(x, kernel, stride, precision):
@@ -175,10 +180,10 @@ def _conv(x, kernel, stride, precision):
 def conv_strided(x: jax.Array, kernel: jax.Array, stride: int, precision=None) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME')` for NHWC `x` and HWIO `kernel`.
 
-  Forward: XLA's own. Weight gradient: the im2col patches of `x`, transposed, times `dy` (XLA's own, an
-  rhs-dilated convolution, was fast in the simultaneous DCGAN step and took ~6 s in the alternating one:
-  loop-emitted). Input gradient: `_conv_input_gradient`'s stride-1 convolutions for inputs of
-  `_PHASE_INPUT_GRADIENT_MIN_CHANNELS` channels or more, else XLA's."""
+  Forward: XLA's own. Weight gradient: XLA's own for inputs of `_NATIVE_WEIGHT_GRADIENT_MIN_CHANNELS`
+  channels or more, else the im2col patches of `x`, transposed, times `dy`. Input gradient:
+  `_conv_input_gradient`'s stride-1 convolutions for inputs of `_PHASE_INPUT_GRADIENT_MIN_CHANNELS`
+  channels or more, else XLA's."""
   return _conv(x, kernel, stride, precision)
 
 
@@ -188,9 +193,12 @@ def _conv_strided_fwd(x, kernel, stride, precision):
 
 def _conv_strided_bwd(stride, precision, residuals, dy):
   x, kernel = residuals
-  patches = _patches(x, kernel.shape[:2], stride)
-  d_kernel = jnp.dot(patches.reshape(-1, patches.shape[-1]).T, dy.reshape(-1, dy.shape[-1]),
-                     precision=precision).reshape(kernel.shape)
+  if x.shape[-1] >= _NATIVE_WEIGHT_GRADIENT_MIN_CHANNELS:
+    (d_kernel,) = jax.vjp(lambda k: _conv(x, k, stride, precision), kernel)[1](dy)
+  else:
+    patches = _patches(x, kernel.shape[:2], stride)
+    d_kernel = jnp.dot(patches.reshape(-1, patches.shape[-1]).T, dy.reshape(-1, dy.shape[-1]),
+                       precision=precision).reshape(kernel.shape)
   if x.shape[-1] >= _PHASE_INPUT_GRADIENT_MIN_CHANNELS:
     d_x = _conv_input_gradient(dy, kernel, stride, x.shape[1:3], precision)
   else:
