@@ -67,7 +67,8 @@ def test_subpixel_conv_transpose_equals_plain_in_value_and_gradient(kernel, stri
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5), g_sub, g_plain)
 
 
-# 3 input channels take XLA's input gradient, 16 the phase-decomposed one (subpixel.py).
+# 3 input channels take XLA's input gradient and the im2col weight gradient, 16 the phase-decomposed input
+# gradient and XLA's weight gradient (subpixel.py).
 @pytest.mark.parametrize('channels', [3, 16])
 @pytest.mark.parametrize('kernel,stride,size', [(5, 2, 28), (5, 2, 14), (5, 2, 7), (4, 2, 8), (3, 2, 5), (3, 3, 7)])
 def test_strided_conv_equals_plain_in_value_and_gradient(kernel, stride, size, channels):

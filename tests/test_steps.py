@@ -2,6 +2,7 @@
 import functools
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,13 +112,27 @@ def test_sharded_over_8_devices_equals_1_device(tiny_config, model):
     np.testing.assert_allclose(one_metrics[name], eight_metrics[name], rtol=2e-4, atol=2e-5)
 
 
-def test_simultaneous_update_is_the_two_tape_step(tiny_config):
-  # dcgan: batch norm in G and dropout in D, so the keys and the joint pass must match too. With SGD at
-  # learning rate 1 the update is minus the gradient, which we compare with the definition written out:
-  # D's loss differentiated to D's weights (fakes held fixed), G's loss to G's weights through the same D.
+class _BatchNormDiscriminator(nn.Module):
+  """A D whose outputs couple the samples of its batch: `steps.discriminate`'s one-call path."""
+
+  @nn.compact
+  def __call__(self, images, train: bool = True):
+    x = nn.Dense(8)(images.reshape(images.shape[0], -1))
+    x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+    return nn.Dense(1)(x)[:, 0]
+
+
+@pytest.mark.parametrize('discriminator', ['dcgan', 'batch_norm'])
+def test_simultaneous_update_is_the_two_tape_step(tiny_config, discriminator):
+  # dcgan: batch norm in G and dropout in D, so the keys and D's two calls (one per half, differentiated
+  # apart) must match too; batch_norm: a D with batch statistics, seen in one call. With SGD at learning
+  # rate 1 the update is minus the gradient, which we compare with the definition written out: D's loss
+  # differentiated to D's weights (fakes held fixed), G's loss to G's weights through the same D.
   tiny_config.model = 'dcgan'
   image_shape = (28, 28, 1)
   gan = models.create_gan(tiny_config, image_shape)
+  if discriminator == 'batch_norm':
+    gan = gan._replace(discriminator=_BatchNormDiscriminator())
   sgd = optax.sgd(1.0)
   state = state_lib.init_train_state(jax.random.key(0), gan=gan, g_tx=sgd, d_tx=sgd, image_shape=image_shape,
                                      latent_dim=tiny_config.latent_dim)
@@ -135,9 +150,9 @@ def test_simultaneous_update_is_the_two_tape_step(tiny_config):
 
   def d_outputs(g_params, d_params):
     fake, _ = steps.apply_network(gan.generator, state.generator, z, train=True, rng=g_rng, params=g_params)
-    outputs, _ = steps.apply_network(gan.discriminator, state.discriminator, jnp.concatenate([real, fake]),
-                                     train=True, rng=d_rng, params=d_params)
-    return jnp.split(outputs, 2)
+    real_out, fake_out, _ = steps.discriminate(gan, state.discriminator, jnp.concatenate([real, fake]), d_rng,
+                                               params=d_params, labels=None)
+    return real_out, fake_out
 
   g_params, d_params = state.generator.params, state.discriminator.params
   d_grads = jax.jit(jax.grad(lambda p: loss.discriminator(*d_outputs(jax.lax.stop_gradient(g_params), p))))(d_params)
@@ -152,8 +167,11 @@ def test_simultaneous_update_is_the_two_tape_step(tiny_config):
   for a, b in zip(jax.tree.leaves(after.discriminator.params), jax.tree.leaves(alternating.discriminator.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(d_metrics['d_loss'], alternating_metrics['d_loss'], rtol=1e-6)
-  # G's batch-norm statistics come from its one forward pass.
+  # G's batch-norm statistics come from its one forward pass; D's, when it has them, from its own.
   assert _leaves_differ(state.generator.variables, after.generator.variables)
+  assert steps.couples_samples(state.discriminator) == (discriminator == 'batch_norm')
+  for a, b in zip(jax.tree.leaves(after.discriminator.variables), jax.tree.leaves(alternating.discriminator.variables)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_simultaneous_train_step_runs_through_the_family(tiny_config):
