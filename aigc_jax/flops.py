@@ -19,8 +19,9 @@ The formula (only matmuls and convolutions count; elementwise ops, batch norm, t
   With `gan_update='simultaneous'` (one batch per step), the generator update reuses the critic update's
   forward pass: it costs only D's input gradients on the B fakes (every layer) + G backward on B, i.e. one
   G forward and one D forward on B less than the alternating step. (`steps.simultaneous_update` runs that
-  input-gradient pass over all 2B rows of the joint batch, the real rows' cotangent zero: XLA's count
-  includes the B rows of wasted work, this formula does not.)
+  input-gradient pass over the fakes only when D has no batch statistics; with them, D sees real and fake
+  in one call and the pass covers all 2B rows, the real rows' cotangent zero: XLA's count then includes
+  the B rows of wasted work, this formula does not.)
 * One VAE step (`steps.vae_train_step`), batch B: encoder forward + decoder forward on B, then the decoder
   backward (weight gradients and input gradients at every layer: the gradient reaches the latents and
   goes on into the encoder) + the encoder backward (weight gradients; input gradients for every layer
