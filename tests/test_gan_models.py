@@ -259,7 +259,8 @@ def test_conditional_step_over_8_devices_equals_1_device(tiny_sngan):
 
 
 # The two steps exactly as they were before class conditioning (steps.py at aed1da4), the old code path the
-# unconditional families must still take.
+# unconditional families must still take; since d29f87b a D without batch statistics sees the real and the
+# fake half in two calls, with the split key (`steps.discriminate`), and so does this reference.
 def _old_apply_network(module, net, x, *, train, rng=None, params=None):
   variables = {'params': net.params if params is None else params, **net.variables}
   rngs = {'dropout': rng} if rng is not None else None
@@ -278,9 +279,16 @@ def _old_discriminator_step(state, batch, rng, *, gan, loss, d_tx, latent_dim):
   d = state.discriminator
 
   def loss_fn(params):
-    outputs, variables = _old_apply_network(gan.discriminator, d, jnp.concatenate([real, fake]), train=True,
-                                            rng=d_rng, params=params)
-    real_out, fake_out = jnp.split(outputs, 2)
+    inputs = jnp.concatenate([real, fake])
+    if 'batch_stats' in d.variables:
+      outputs, variables = _old_apply_network(gan.discriminator, d, inputs, train=True, rng=d_rng, params=params)
+      real_out, fake_out = jnp.split(outputs, 2)
+    else:
+      real_rng, fake_rng = jax.random.split(d_rng)
+      real_in, fake_in = jnp.split(inputs, 2)
+      real_out, _ = _old_apply_network(gan.discriminator, d, real_in, train=True, rng=real_rng, params=params)
+      fake_out, variables = _old_apply_network(gan.discriminator, d, fake_in, train=True, rng=fake_rng,
+                                               params=params)
     return loss.discriminator(real_out, fake_out), (real_out, fake_out, variables)
 
   (d_loss, (real_out, fake_out, variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d.params)
