@@ -76,7 +76,7 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int, precis
   return y.reshape(batch, height * stride, width * stride, features)
 
 
-def _conv_params(module: nn.Module, x: jax.Array):
+def conv_params(module: nn.Module, x: jax.Array):
   """`x`, kernel and bias (None without one), created as flax's conv layers name and shape them."""
   kernel = module.param('kernel', module.kernel_init,
                         tuple(module.kernel_size) + (x.shape[-1], module.features), module.param_dtype)
@@ -101,7 +101,7 @@ class SubpixelConvTranspose(nn.Module):
     if self.strides[0] != self.strides[1] or any(k < s for k, s in zip(self.kernel_size, self.strides)):
       raise ValueError(f'needs equal strides no larger than the kernel, got {self.strides} '
                        f'for kernel {self.kernel_size}')
-    x, kernel, bias = _conv_params(self, x)
+    x, kernel, bias = conv_params(self, x)
     y = conv_transpose_subpixel(x, kernel, self.strides[0])
     return y + bias if bias is not None else y
 
@@ -224,6 +224,6 @@ class StridedConv(nn.Module):
   def __call__(self, x):
     if self.strides[0] != self.strides[1]:
       raise ValueError(f'needs equal strides, got {self.strides}')
-    x, kernel, bias = _conv_params(self, x)
+    x, kernel, bias = conv_params(self, x)
     y = conv_strided(x, kernel, self.strides[0])
     return y + bias if bias is not None else y

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aigc_jax.models import subpixel
+
 _KRON_MAX_PIXELS = 256   # 16x16 maps and smaller: the folded 2-D transform (measured faster at 7x7)
 
 
@@ -171,9 +173,6 @@ class WinogradConv(nn.Module):
   def __call__(self, x):
     if any(k % 2 == 0 for k in self.kernel_size):  # even kernels: Conv and ConvTranspose pad 'SAME' differently
       raise ValueError(f'WinogradConv needs odd kernel sizes, got {self.kernel_size}')
-    kernel = self.param('kernel', self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features),
-                        self.param_dtype)
-    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = subpixel.conv_params(self, x)
     y = winograd_conv(x, kernel, 'SAME', self.output_tile)
     return y + bias if bias is not None else y
