@@ -88,30 +88,31 @@ def couples_samples(net: NetworkState) -> bool:
   return 'batch_stats' in net.variables
 
 
-def _halves(d_rng: jax.Array, labels: jax.Array | None):
-  """(dropout key, labels) for D's real half and for its fake half, when D sees them in two calls."""
+def _discriminator_halves(gan: Gan, d: NetworkState, d_rng: jax.Array, labels: jax.Array | None):
+  """D on the real half and D on the fake half, each `(params, images) -> (outputs, variables)` with its
+  own dropout key (from `d_rng`) and labels, for a D that sees the halves in two calls."""
   real_labels, fake_labels = (None, None) if labels is None else jnp.split(labels, 2)
   real_rng, fake_rng = jax.random.split(d_rng)
-  return (real_rng, real_labels), (fake_rng, fake_labels)
+  half = lambda rng, half_labels: lambda params, images: apply_network(
+      gan.discriminator, d, images, train=True, rng=rng, params=params, labels=half_labels)
+  return half(real_rng, real_labels), half(fake_rng, fake_labels)
 
 
 def discriminate(gan: Gan, d: NetworkState, inputs: jax.Array, d_rng: jax.Array, *, params: Any,
                  labels: jax.Array | None) -> tuple[jax.Array, jax.Array, Any]:
   """D's outputs on `inputs`, real images then as many fakes (both already augmented), and D's updated
-  variables: one call on both when D couples samples (batch statistics), else one call per half, keyed
-  by `_halves` (`simultaneous_update` differentiates such halves apart, with the same keys)."""
+  variables: one call on both when D couples samples (batch statistics), else one call per half
+  (`_discriminator_halves`, which `simultaneous_update` differentiates apart)."""
   if couples_samples(d):
     outputs, variables = apply_network(gan.discriminator, d, inputs, train=True, rng=d_rng, params=params,
                                        labels=labels)
     return (*jnp.split(outputs, 2), variables)
-  (real_rng, real_labels), (fake_rng, fake_labels) = _halves(d_rng, labels)
+  d_real, d_fake = _discriminator_halves(gan, d, d_rng, labels)
   real_in, fake_in = jnp.split(inputs, 2)
   # D's mutable state (spectral norm's power iteration) depends on its weights only: both calls update it
   # alike, and the fake half's is kept.
-  real_out, _ = apply_network(gan.discriminator, d, real_in, train=True, rng=real_rng, params=params,
-                              labels=real_labels)
-  fake_out, variables = apply_network(gan.discriminator, d, fake_in, train=True, rng=fake_rng, params=params,
-                                      labels=fake_labels)
+  real_out, _ = d_real(params, real_in)
+  fake_out, variables = d_fake(params, fake_in)
   return real_out, fake_out, variables
 
 
@@ -273,6 +274,8 @@ def simultaneous_update(state: TrainState, batch: dict[str, jax.Array], rng: jax
   labels = None if fake_labels is None else jnp.concatenate([batch['label'], fake_labels])
 
   augment_both = lambda fake: _augment(jnp.concatenate([real, fake]), rng, techniques)
+  # D's outputs, then two pullbacks: D's loss cotangents (real, fake) to D's weights, and G's cotangent on
+  # the fake outputs to the fakes.
   if couples_samples(d):
     def d_outputs(params, fake):
       return apply_network(gan.discriminator, d, augment_both(fake), train=True, rng=d_rng, params=params,
@@ -280,30 +283,23 @@ def simultaneous_update(state: TrainState, batch: dict[str, jax.Array], rng: jax
 
     outputs, d_vjp, d_variables = jax.vjp(d_outputs, d.params, fake, has_aux=True)
     real_out, fake_out = jnp.split(outputs, 2)
-    d_loss, (d_real_cotangent, d_fake_cotangent) = jax.value_and_grad(loss.discriminator, argnums=(0, 1))(
-        real_out, fake_out)
-    g_loss, g_cotangent = jax.value_and_grad(loss.generator)(fake_out)
-    d_grads = d_vjp(jnp.concatenate([d_real_cotangent, d_fake_cotangent]))[0]
-    g_grads = g_vjp(d_vjp(jnp.concatenate([jnp.zeros_like(g_cotangent), g_cotangent]))[1])[0]
+    to_d_weights = lambda real_ct, fake_ct: d_vjp(jnp.concatenate([real_ct, fake_ct]))[0]
+    to_fakes = lambda fake_ct: d_vjp(jnp.concatenate([jnp.zeros_like(fake_ct), fake_ct]))[1]
   else:
     # D's halves as `discriminate` makes them, differentiated apart: G's backward pass then covers the
     # fakes only, where one call on both carried G's zero cotangent through D for the real half too
     # (~30 ms of a dcgan b256 CPU step, measured).
     inputs, augment_vjp = jax.vjp(augment_both, fake)
     real_in, fake_in = jnp.split(inputs, 2)
-    (real_rng, real_labels), (fake_rng, _) = _halves(d_rng, labels)
-    real_out, real_vjp, _ = jax.vjp(
-        lambda params: apply_network(gan.discriminator, d, real_in, train=True, rng=real_rng, params=params,
-                                     labels=real_labels), d.params, has_aux=True)
-    fake_out, fake_vjp, d_variables = jax.vjp(
-        lambda params, images: apply_network(gan.discriminator, d, images, train=True, rng=fake_rng,
-                                             params=params, labels=fake_labels), d.params, fake_in, has_aux=True)
-    d_loss, (d_real_cotangent, d_fake_cotangent) = jax.value_and_grad(loss.discriminator, argnums=(0, 1))(
-        real_out, fake_out)
-    g_loss, g_cotangent = jax.value_and_grad(loss.generator)(fake_out)
-    d_grads = jax.tree.map(jnp.add, real_vjp(d_real_cotangent)[0], fake_vjp(d_fake_cotangent)[0])
-    fake_in_grads = fake_vjp(g_cotangent)[1]
-    g_grads = g_vjp(augment_vjp(jnp.concatenate([jnp.zeros_like(real_in), fake_in_grads]))[0])[0]
+    d_real, d_fake = _discriminator_halves(gan, d, d_rng, labels)
+    real_out, real_vjp, _ = jax.vjp(lambda params: d_real(params, real_in), d.params, has_aux=True)
+    fake_out, fake_vjp, d_variables = jax.vjp(d_fake, d.params, fake_in, has_aux=True)
+    to_d_weights = lambda real_ct, fake_ct: jax.tree.map(jnp.add, real_vjp(real_ct)[0], fake_vjp(fake_ct)[0])
+    to_fakes = lambda fake_ct: augment_vjp(jnp.concatenate([jnp.zeros_like(real_in), fake_vjp(fake_ct)[1]]))[0]
+  d_loss, d_cotangents = jax.value_and_grad(loss.discriminator, argnums=(0, 1))(real_out, fake_out)
+  g_loss, g_cotangent = jax.value_and_grad(loss.generator)(fake_out)
+  d_grads = to_d_weights(*d_cotangents)
+  g_grads = g_vjp(to_fakes(g_cotangent))[0]
 
   total_d_loss, penalties = d_loss, {}
   if techniques.r1_gamma or techniques.gp_weight:
