@@ -1,4 +1,5 @@
-"""Winograd's stride-1 convolution against XLA's direct one: value and gradients, and in the DCGAN."""
+"""Winograd's stride-1 convolution against XLA's direct one (value and gradients), in the strided layers of
+subpixel.py, and in the DCGAN."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 
 from aigc_jax import models
-from aigc_jax.models import dcgan
+from aigc_jax.models import subpixel
+from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
 from aigc_jax.models.winograd import WinogradConv, winograd_conv, winograd_matrices
 from configs import default
 
@@ -61,25 +63,64 @@ def test_winograd_layer_is_the_stride1_conv_transpose_with_its_parameters():
     WinogradConv(6, (4, 4)).init(jax.random.key(1), x)
 
 
-def test_dcgan_generator_is_the_same_function_either_way():
+@pytest.mark.parametrize('network', ['generator', 'discriminator'])
+def test_dcgan_networks_are_the_same_function_either_way(network):
+  # 'winograd' runs G's stride-1 and first sub-pixel layer and D's second layer by Winograd (dcgan.py).
   config = default.get_config()
   config.model = 'dcgan'
-  generator = models.create_gan(config, (28, 28, 1)).generator
-  z = jax.random.normal(jax.random.key(0), (4, config.latent_dim))
-  variables = generator.init(jax.random.key(1), z, train=False)
+  module = getattr(models.create_gan(config, (28, 28, 1)), network)
+  x = (jax.random.normal(jax.random.key(0), (4, config.latent_dim)) if network == 'generator'
+       else jax.random.uniform(jax.random.key(0), (4, 28, 28, 1), minval=-1, maxval=1))
+  variables = module.init(jax.random.key(1), x, train=False)
+  rngs = {'dropout': jax.random.key(2)}
   outputs = {}
   for algorithm in ('winograd', 'direct'):
-    module = generator.clone(conv_algorithm=algorithm)
-    assert jax.tree.map(jnp.shape, module.init(jax.random.key(1), z, train=False)) == jax.tree.map(jnp.shape, variables)
-    images, _ = module.apply(variables, z, train=True, mutable=['batch_stats'])
-    grads = jax.grad(lambda p: jnp.sum(module.apply({**variables, 'params': p}, z, train=True,
-                                                    mutable=['batch_stats'])[0] ** 2))(variables['params'])
-    outputs[algorithm] = (images, grads)
+    clone = module.clone(conv_algorithm=algorithm)
+    assert jax.tree.map(jnp.shape, clone.init(jax.random.key(1), x, train=False)) == jax.tree.map(jnp.shape, variables)
+    forward = lambda p, x: clone.apply({**variables, 'params': p}, x, train=True, rngs=rngs, mutable=['batch_stats'])[0]
+    outputs[algorithm] = (forward(variables['params'], x),
+                          jax.grad(lambda p, x: jnp.sum(jnp.sin(forward(p, x))), (0, 1))(variables['params'], x))
   for a, b in zip(jax.tree.leaves(outputs['winograd']), jax.tree.leaves(outputs['direct'])):
     np.testing.assert_allclose(a, b, atol=2e-4 * max(1.0, float(jnp.max(jnp.abs(b)))))
-  assert isinstance(generator, dcgan.DCGANGenerator) and generator.conv_algorithm == 'auto'
-  with pytest.raises(ValueError, match="conv_algorithm must be 'auto', 'winograd' or 'direct'"):
-    generator.clone(conv_algorithm='fft').init(jax.random.key(1), z)
+  assert module.conv_algorithm == 'auto'
+  with pytest.raises(ValueError, match="conv_algorithm must be one of 'auto', 'winograd', 'direct', got 'fft'"):
+    module.clone(conv_algorithm='fft').init(jax.random.key(1), x)
+
+
+@pytest.mark.parametrize('size', [28, 14, 15, 7])
+@pytest.mark.parametrize('stride1_conv', [winograd_conv, None], ids=['winograd', 'xla'])
+def test_space_to_depth_strided_conv_equals_plain_in_value_and_gradients(size, stride1_conv):
+  # Includes the second-order gradient R1 and WGAN-GP take (D's input gradient, differentiated in D's weights).
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 16))
+  plain = nn.Conv(24, (5, 5), strides=(2, 2), padding='SAME')
+  s2d = StridedConv(24, (5, 5), strides=(2, 2), stride1_conv=stride1_conv or subpixel._xla_conv)
+  variables = plain.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, s2d.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
+  expected = plain.apply(variables, x)
+  scale = float(jnp.max(jnp.abs(expected)))
+  np.testing.assert_allclose(s2d.apply(variables, x), expected, atol=2e-5 * scale)
+
+  def penalty(module, variables, x):
+    input_grad = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(variables, x))))(x)
+    return jnp.sum(jnp.sin(module.apply(variables, x))) + jnp.sum(input_grad ** 2)
+
+  for a, b in zip(jax.tree.leaves(jax.grad(penalty, (1, 2))(s2d, variables, x)),
+                  jax.tree.leaves(jax.grad(penalty, (1, 2))(plain, variables, x))):
+    np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize('size', [7, 14])
+def test_winograd_subpixel_conv_transpose_equals_plain_in_value_and_gradient(size):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 16))
+  plain = nn.ConvTranspose(8, (5, 5), strides=(2, 2), padding='SAME')
+  fast = SubpixelConvTranspose(8, (5, 5), strides=(2, 2), stride1_conv=winograd_conv)
+  variables = plain.init(jax.random.key(1), x)
+  expected = plain.apply(variables, x)
+  np.testing.assert_allclose(fast.apply(variables, x), expected, atol=2e-5 * float(jnp.max(jnp.abs(expected))))
+  loss = lambda module: lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
+  for a, b in zip(jax.tree.leaves(jax.grad(loss(fast), (0, 1))(variables, x)),
+                  jax.tree.leaves(jax.grad(loss(plain), (0, 1))(variables, x))):
+    np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.max(jnp.abs(b))))
 
 
 @pytest.mark.parametrize('padding', ['FULL', ((1, 1),)])

@@ -4,7 +4,8 @@ G: Dense (H/4)(W/4)256 (no bias) -> BN -> LeakyReLU -> ConvT 128 k5 s1 -> BN -> 
    -> BN -> LReLU -> ConvT C k5 s2 -> tanh.
 D: Conv 64 k5 s2 -> LReLU -> Dropout 0.3 -> Conv 128 k5 s2 -> LReLU -> Dropout 0.3 -> Dense 1 (`Dropout16`).
 The stride-2 transposed convolutions use the equivalent sub-pixel form, and the stride-2 convolutions the
-equivalent polyphase form (see `subpixel.py`); on CPU the stride-1 one runs by Winograd (`winograd.py`).
+equivalent polyphase form (see `subpixel.py`). On CPU in float32 the convolutions with many channels on both
+sides (G's first two, D's second) run by Winograd (`winograd.py`).
 Batch norm uses Keras' momentum and epsilon (0.99, 1e-3), as the tutorial does.
 """
 from typing import Any
@@ -14,10 +15,31 @@ import jax
 import jax.numpy as jnp
 
 from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
-from aigc_jax.models.winograd import WinogradConv
+from aigc_jax.models.winograd import WinogradConv, winograd_conv
 
 _LEAKY_SLOPE = 0.3  # Keras' LeakyReLU default, which the tutorial uses.
 _KERNEL = (5, 5)
+# Winograd only where both sides have this many channels (a transposed layer's output counted with its
+# stride**2 phases): not the layers at the 1-channel image, whose matmuls would be a few columns wide.
+_WINOGRAD_MIN_CHANNELS = 16
+ALGORITHMS = ('auto', 'winograd', 'direct')
+
+
+def resolve_conv_algorithm(algorithm: str, dtype) -> str:
+  """'winograd' or 'direct' for a model's `conv_algorithm`: 'auto' is Winograd in float32 on CPU, where XLA's
+  direct convolutions were measured slower for these layers (`benchmarks/RESULTS.md`), direct elsewhere
+  (GPU/TPU convolutions are fast; Winograd's transforms lose precision in bfloat16)."""
+  if algorithm not in ALGORITHMS:
+    raise ValueError(f'conv_algorithm must be one of {", ".join(map(repr, ALGORITHMS))}, got {algorithm!r}')
+  if algorithm == 'auto':
+    return 'winograd' if jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == 'cpu' else 'direct'
+  return algorithm
+
+
+def _stride1_conv(algorithm: str, channels_in: int, channels_out: int):
+  """The `stride1_conv` of a subpixel.py layer: Winograd's, or None (XLA's direct convolution)."""
+  wide = min(channels_in, channels_out) >= _WINOGRAD_MIN_CHANNELS
+  return winograd_conv if algorithm == 'winograd' and wide else None
 
 
 class Dropout16(nn.Module):
@@ -54,35 +76,31 @@ class DCGANGenerator(nn.Module):
   image_shape: tuple[int, int, int]
   widths: tuple[int, int, int] = (256, 128, 64)
   dtype: Any = jnp.float32
-  # The stride-1 5x5 layer: 'winograd' (winograd.py), 'direct' (nn.ConvTranspose), or 'auto': Winograd in
-  # float32 on CPU, where XLA's direct convolution was measured 1.7x slower for this layer's step, direct
-  # elsewhere (GPU/TPU convolutions are fast; Winograd's transforms lose precision in bfloat16).
-  # Same parameters and function either way.
+  # 'winograd', 'direct' or 'auto' (`resolve_conv_algorithm`): same parameters and function either way.
   conv_algorithm: str = 'auto'
 
-  def _stride1_conv_transpose(self, features):
-    algorithm = self.conv_algorithm
-    if algorithm == 'auto':
-      algorithm = 'winograd' if jnp.dtype(self.dtype) == jnp.float32 and jax.default_backend() == 'cpu' else 'direct'
+  def _stride1_conv_transpose(self, algorithm, features):
     if algorithm == 'winograd':
       return WinogradConv(features, _KERNEL, use_bias=False, dtype=self.dtype, name='ConvTranspose_0')
-    if algorithm == 'direct':
-      return nn.ConvTranspose(features, _KERNEL, strides=(1, 1), padding='SAME', use_bias=False, dtype=self.dtype,
-                              name='ConvTranspose_0')
-    raise ValueError(f"conv_algorithm must be 'auto', 'winograd' or 'direct', got {algorithm!r}")
+    return nn.ConvTranspose(features, _KERNEL, strides=(1, 1), padding='SAME', use_bias=False, dtype=self.dtype,
+                            name='ConvTranspose_0')
 
   @nn.compact
   def __call__(self, z, train: bool = True):
+    algorithm = resolve_conv_algorithm(self.conv_algorithm, self.dtype)
     height, width, channels = self.image_shape
     base_h, base_w = height // 4, width // 4
     x = nn.Dense(base_h * base_w * self.widths[0], use_bias=False, dtype=self.dtype)(z.astype(self.dtype))
     x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
     x = x.reshape(z.shape[0], base_h, base_w, self.widths[0])
-    x = self._stride1_conv_transpose(self.widths[1])(x)
+    x = self._stride1_conv_transpose(algorithm, self.widths[1])(x)
     x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
-    x = SubpixelConvTranspose(self.widths[2], _KERNEL, strides=(2, 2), use_bias=False, dtype=self.dtype)(x)
+    upsample = lambda features: SubpixelConvTranspose(
+        features, _KERNEL, strides=(2, 2), use_bias=False, dtype=self.dtype,
+        stride1_conv=_stride1_conv(algorithm, x.shape[-1], 4 * features))   # 4 phases at stride 2
+    x = upsample(self.widths[2])(x)
     x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
-    x = SubpixelConvTranspose(channels, _KERNEL, strides=(2, 2), use_bias=False, dtype=self.dtype)(x)
+    x = upsample(channels)(x)
     return jnp.tanh(x).astype(jnp.float32)
 
 
@@ -90,13 +108,16 @@ class DCGANDiscriminator(nn.Module):
   widths: tuple[int, int] = (64, 128)
   dropout_rate: float = 0.3
   dtype: Any = jnp.float32
+  conv_algorithm: str = 'auto'   # as the generator's
 
   @nn.compact
   def __call__(self, images, train: bool = True):
+    algorithm = resolve_conv_algorithm(self.conv_algorithm, self.dtype)
     x = images.astype(self.dtype)
     for i, width in enumerate(self.widths):
-      # nn.Conv's function and parameter names, computed in polyphase form (see `subpixel.py`).
-      x = StridedConv(width, _KERNEL, strides=(2, 2), dtype=self.dtype, name=f'Conv_{i}')(x)
+      # nn.Conv's function and parameter names, computed in a faster equivalent form (see `subpixel.py`).
+      x = StridedConv(width, _KERNEL, strides=(2, 2), dtype=self.dtype, name=f'Conv_{i}',
+                      stride1_conv=_stride1_conv(algorithm, x.shape[-1], width))(x)
       x = nn.leaky_relu(x, _LEAKY_SLOPE)
       x = Dropout16(self.dropout_rate, deterministic=not train)(x)
     x = x.reshape(x.shape[0], -1)

@@ -55,22 +55,32 @@ def _union_window(kernel_size: int, stride: int) -> tuple[np.ndarray, tuple[int,
   return table, (-lo, hi)
 
 
-def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int, precision=None) -> jax.Array:
+def _xla_conv(x: jax.Array, kernel: jax.Array, padding, precision=None) -> jax.Array:
+  """XLA's stride-1 convolution, NHWC and HWIO: the default `stride1_conv`."""
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                      precision=precision)
+
+
+# A stride-1 convolution (x NHWC, kernel HWIO, padding: ((top, bottom), (left, right)) or 'SAME') -> NHWC.
+Stride1Conv = Callable[..., jax.Array]
+
+
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int, precision=None,
+                            stride1_conv: Stride1Conv | None = None) -> jax.Array:
   """`lax.conv_transpose(x, kernel, (stride, stride), 'SAME')` for NHWC `x` and HWIO `kernel`.
 
   One stride-1 convolution of the undilated input over the union of the phases' windows (3x3 for a 5x5
   kernel at stride 2), producing all `stride**2` phases as channels (each phase's taps in place, zeros
   elsewhere), then depth-to-space. One convolution with `stride**2` times the output channels keeps the
   matmul units busier than one per phase (4x faster for a 1-channel output, measured), at the cost of
-  multiplying the zeros in the union window."""
+  multiplying the zeros in the union window. `stride1_conv` computes that convolution (default XLA's)."""
   kernel_h, kernel_w, channels, features = kernel.shape
   table_h, padding_h = _union_window(kernel_h, stride)
   table_w, padding_w = _union_window(kernel_w, stride)
   padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))    # the zero tap at index kernel_size
   union = padded[table_h[:, None, :, None], table_w[None, :, None, :]]   # [A, B, s(row), s(col), C, F]
   union = union.transpose(0, 1, 4, 2, 3, 5).reshape(len(table_h), len(table_w), channels, stride * stride * features)
-  y = jax.lax.conv_general_dilated(x, union, (1, 1), [padding_h, padding_w],
-                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
+  y = (stride1_conv or _xla_conv)(x, union, (padding_h, padding_w), precision=precision)
   batch, height, width, _ = y.shape
   y = y.reshape(batch, height, width, stride, stride, features).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(batch, height * stride, width * stride, features)
@@ -95,6 +105,7 @@ class SubpixelConvTranspose(nn.Module):
   param_dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros_init()
+  stride1_conv: Stride1Conv | None = None   # the union-window convolution's algorithm; None: XLA's
 
   @nn.compact
   def __call__(self, x):
@@ -102,7 +113,7 @@ class SubpixelConvTranspose(nn.Module):
       raise ValueError(f'needs equal strides no larger than the kernel, got {self.strides} '
                        f'for kernel {self.kernel_size}')
     x, kernel, bias = conv_params(self, x)
-    y = conv_transpose_subpixel(x, kernel, self.strides[0])
+    y = conv_transpose_subpixel(x, kernel, self.strides[0], stride1_conv=self.stride1_conv)
     return y + bias if bias is not None else y
 
 
@@ -209,8 +220,39 @@ def _conv_strided_bwd(stride, precision, residuals, dy):
 conv_strided.defvjp(_conv_strided_fwd, _conv_strided_bwd)
 
 
+def conv_strided_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int, stride1_conv: Stride1Conv,
+                                precision=None) -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME')` as space-to-depth and `stride1_conv`.
+
+  Output `o` reads input rows `stride*o + t - before` (taps t < k), which lie in the stride x stride blocks
+  `o + a` for a in [lo, hi]: over the block map (the input zero-padded at the end to whole blocks, which
+  'SAME' would read as zeros anyway) that is a stride-1 convolution with `stride**2 * C` input channels and
+  a (hi-lo+1)^2 window holding the kernel's taps in place (zeros where a block position is no tap: 6x6 for
+  5x5 at stride 2). For DCGAN D's 14x14x64 layer that window is 3x3 over 7x7, where Winograd F(4x4, 3x3)
+  does ~40 % of the direct convolution's multiplies (`benchmarks/RESULTS.md`)."""
+  batch, height, width, channels = x.shape
+  kernel_h, kernel_w, _, features = kernel.shape
+  (out_h, before_h), (out_w, before_w) = _same_padding(height, kernel_h, stride), _same_padding(width, kernel_w, stride)
+  lo_h, hi_h = -before_h // stride, (kernel_h - 1 - before_h) // stride
+  lo_w, hi_w = -before_w // stride, (kernel_w - 1 - before_w) // stride
+  x = jnp.pad(x, ((0, 0), (0, out_h * stride - height), (0, out_w * stride - width), (0, 0)))
+  blocks = x.reshape(batch, out_h, stride, out_w, stride, channels).transpose(0, 1, 3, 2, 4, 5)
+  blocks = blocks.reshape(batch, out_h, out_w, stride * stride * channels)
+  # Window position (a, p) of an axis holds tap stride*a + p + before; the kernel padded with zeros around
+  # so that every position indexes it.
+  pad_h = (-(stride * lo_h + before_h), stride * (hi_h + 1) + before_h - kernel_h)
+  pad_w = (-(stride * lo_w + before_w), stride * (hi_w + 1) + before_w - kernel_w)
+  window = jnp.pad(kernel, (pad_h, pad_w, (0, 0), (0, 0)))
+  window_h, window_w = hi_h - lo_h + 1, hi_w - lo_w + 1
+  window = window.reshape(window_h, stride, window_w, stride, channels, features).transpose(0, 2, 1, 3, 4, 5)
+  window = window.reshape(window_h, window_w, stride * stride * channels, features)
+  return stride1_conv(blocks, window, ((-lo_h, hi_h), (-lo_w, hi_w)), precision=precision)
+
+
 class StridedConv(nn.Module):
-  """Drop-in for `nn.Conv(features, (k, k), strides=(s, s), padding='SAME')`, same params."""
+  """Drop-in for `nn.Conv(features, (k, k), strides=(s, s), padding='SAME')`, same params.
+
+  With `stride1_conv`, computed as `conv_strided_space_to_depth` with it; else `conv_strided`."""
   features: int
   kernel_size: tuple[int, int]
   strides: tuple[int, int]
@@ -219,11 +261,15 @@ class StridedConv(nn.Module):
   param_dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros_init()
+  stride1_conv: Stride1Conv | None = None   # None: `conv_strided`; else space-to-depth and this convolution
 
   @nn.compact
   def __call__(self, x):
     if self.strides[0] != self.strides[1]:
       raise ValueError(f'needs equal strides, got {self.strides}')
     x, kernel, bias = conv_params(self, x)
-    y = conv_strided(x, kernel, self.strides[0])
+    if self.stride1_conv is None:
+      y = conv_strided(x, kernel, self.strides[0])
+    else:
+      y = conv_strided_space_to_depth(x, kernel, self.strides[0], self.stride1_conv)
     return y + bias if bias is not None else y
