@@ -47,18 +47,23 @@ def test_winograd_conv_equals_direct_in_value_and_gradient(shape, r, m, padding)
     np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.max(jnp.abs(b))))
 
 
+def _assert_same_values_and_gradients(fast, plain, variables, x):
+  """`fast` computes `plain`'s function of (variables, x), to Winograd's rounding (2e-5 of the largest value)."""
+  expected = plain.apply(variables, x)
+  np.testing.assert_allclose(fast.apply(variables, x), expected, atol=2e-5 * float(jnp.max(jnp.abs(expected))))
+  loss = lambda module: lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
+  for a, b in zip(jax.tree.leaves(jax.grad(loss(fast), (0, 1))(variables, x)),
+                  jax.tree.leaves(jax.grad(loss(plain), (0, 1))(variables, x))):
+    np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.max(jnp.abs(b))))
+
+
 def test_winograd_layer_is_the_stride1_conv_transpose_with_its_parameters():
   x = jax.random.normal(jax.random.key(0), (3, 7, 7, 8))
   plain = nn.ConvTranspose(6, (5, 5), strides=(1, 1), padding='SAME')
   winograd = WinogradConv(6, (5, 5))
   variables = plain.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, winograd.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
-  expected = plain.apply(variables, x)
-  np.testing.assert_allclose(winograd.apply(variables, x), expected, atol=2e-5 * float(jnp.max(jnp.abs(expected))))
-  loss = lambda module: lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
-  for a, b in zip(jax.tree.leaves(jax.grad(loss(winograd), (0, 1))(variables, x)),
-                  jax.tree.leaves(jax.grad(loss(plain), (0, 1))(variables, x))):
-    np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.max(jnp.abs(b))))
+  _assert_same_values_and_gradients(winograd, plain, variables, x)
   with pytest.raises(ValueError, match='odd kernel sizes'):
     WinogradConv(6, (4, 4)).init(jax.random.key(1), x)
 
@@ -115,12 +120,7 @@ def test_winograd_subpixel_conv_transpose_equals_plain_in_value_and_gradient(siz
   plain = nn.ConvTranspose(8, (5, 5), strides=(2, 2), padding='SAME')
   fast = SubpixelConvTranspose(8, (5, 5), strides=(2, 2), stride1_conv=winograd_conv)
   variables = plain.init(jax.random.key(1), x)
-  expected = plain.apply(variables, x)
-  np.testing.assert_allclose(fast.apply(variables, x), expected, atol=2e-5 * float(jnp.max(jnp.abs(expected))))
-  loss = lambda module: lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
-  for a, b in zip(jax.tree.leaves(jax.grad(loss(fast), (0, 1))(variables, x)),
-                  jax.tree.leaves(jax.grad(loss(plain), (0, 1))(variables, x))):
-    np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.max(jnp.abs(b))))
+  _assert_same_values_and_gradients(fast, plain, variables, x)
 
 
 @pytest.mark.parametrize('padding', ['FULL', ((1, 1),)])
