@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aigc_jax import models
-from aigc_jax.models import subpixel
+from aigc_jax.models import dcgan, subpixel
 from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
 from aigc_jax.models.winograd import WinogradConv, winograd_conv, winograd_matrices
 from configs import default
@@ -87,7 +87,8 @@ def test_dcgan_networks_are_the_same_function_either_way(network):
                           jax.grad(lambda p, x: jnp.sum(jnp.sin(forward(p, x))), (0, 1))(variables['params'], x))
   for a, b in zip(jax.tree.leaves(outputs['winograd']), jax.tree.leaves(outputs['direct'])):
     np.testing.assert_allclose(a, b, atol=2e-4 * max(1.0, float(jnp.max(jnp.abs(b)))))
-  assert module.conv_algorithm == 'auto'
+  expected_type = dcgan.DCGANGenerator if network == 'generator' else dcgan.DCGANDiscriminator
+  assert isinstance(module, expected_type) and module.conv_algorithm == 'auto'
   with pytest.raises(ValueError, match="conv_algorithm must be one of 'auto', 'winograd', 'direct', got 'fft'"):
     module.clone(conv_algorithm='fft').init(jax.random.key(1), x)
 

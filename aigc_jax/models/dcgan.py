@@ -95,12 +95,12 @@ class DCGANGenerator(nn.Module):
     x = x.reshape(z.shape[0], base_h, base_w, self.widths[0])
     x = self._stride1_conv_transpose(algorithm, self.widths[1])(x)
     x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
-    upsample = lambda features: SubpixelConvTranspose(
+    upsample = lambda x, features: SubpixelConvTranspose(
         features, _KERNEL, strides=(2, 2), use_bias=False, dtype=self.dtype,
-        stride1_conv=_stride1_conv(algorithm, x.shape[-1], 4 * features))   # 4 phases at stride 2
-    x = upsample(self.widths[2])(x)
+        stride1_conv=_stride1_conv(algorithm, x.shape[-1], 4 * features))(x)   # 4 phases at stride 2
+    x = upsample(x, self.widths[2])
     x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), _LEAKY_SLOPE)
-    x = upsample(channels)(x)
+    x = upsample(x, channels)
     return jnp.tanh(x).astype(jnp.float32)
 
 
