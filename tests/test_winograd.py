@@ -1,5 +1,5 @@
-"""Winograd's stride-1 convolution against XLA's direct one (value and gradients), in the strided layers of
-subpixel.py, and in the DCGAN."""
+"""Winograd's and im2col's stride-1 convolutions against XLA's direct one (value and gradients), in the
+strided layers of subpixel.py, and in the DCGAN."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,6 +8,7 @@ import pytest
 
 from aigc_jax import models
 from aigc_jax.models import dcgan, subpixel
+from aigc_jax.models.im2col import conv_by_matmul, conv_col2im, conv_im2col
 from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
 from aigc_jax.models.winograd import WinogradConv, winograd_conv, winograd_matrices
 from configs import default
@@ -47,6 +48,40 @@ def test_winograd_conv_equals_direct_in_value_and_gradient(shape, r, m, padding)
     np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.max(jnp.abs(b))))
 
 
+# Few inputs (im2col's case), few outputs (col2im's), rectangular kernels, cropping (negative) padding.
+@pytest.mark.parametrize('shape,kernel_hw,padding', [
+    ((2, 14, 14, 4, 16), (3, 3), ((1, 1), (1, 1))), ((2, 14, 12, 16, 4), (3, 3), 'SAME'),
+    ((2, 9, 7, 3, 5), (5, 3), ((2, 0), (-1, 1))), ((1, 8, 8, 6, 2), (3, 5), 'VALID')])
+@pytest.mark.parametrize('conv', [conv_im2col, conv_col2im, conv_by_matmul])
+def test_matmul_convs_equal_direct_in_value_and_gradient(shape, kernel_hw, padding, conv):
+  batch, height, width, channels, features = shape
+  x = jax.random.normal(jax.random.key(0), (batch, height, width, channels))
+  kernel = jax.random.normal(jax.random.key(1), kernel_hw + (channels, features))
+
+  def direct(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                        precision='highest')
+
+  expected = direct(x, kernel)
+  got = conv(x, kernel, padding, precision='highest')
+  assert got.shape == expected.shape
+  np.testing.assert_allclose(got, expected, atol=1e-5 * float(jnp.max(jnp.abs(expected))))
+  cotangent = jax.random.normal(jax.random.key(2), expected.shape)
+  loss = lambda conv: lambda x, kernel: jnp.sum(conv(x, kernel) * cotangent)
+  want = jax.grad(loss(direct), (0, 1))(x, kernel)
+  have = jax.grad(loss(lambda x, k: conv(x, k, padding, precision='highest')), (0, 1))(x, kernel)
+  for a, b in zip(have, want):
+    np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize('padding', ['FULL', ((1, 1),)])
+def test_matmul_convs_reject_bad_padding(padding):
+  x, kernel = jnp.zeros((1, 7, 7, 2)), jnp.zeros((3, 3, 2, 2))
+  for conv in (conv_im2col, conv_col2im):
+    with pytest.raises(ValueError, match='padding'):
+      conv(x, kernel, padding)
+
+
 def _assert_same_values_and_gradients(fast, plain, variables, x):
   """`fast` computes `plain`'s function of (variables, x), to Winograd's rounding (2e-5 of the largest value)."""
   expected = plain.apply(variables, x)
@@ -70,7 +105,8 @@ def test_winograd_layer_is_the_stride1_conv_transpose_with_its_parameters():
 
 @pytest.mark.parametrize('network', ['generator', 'discriminator'])
 def test_dcgan_networks_are_the_same_function_either_way(network):
-  # 'winograd' runs G's stride-1 and first sub-pixel layer and D's second layer by Winograd (dcgan.py).
+  # 'matmul' runs G's stride-1 and first sub-pixel layer and D's second layer by Winograd, G's last and D's
+  # first layer by col2im / im2col (dcgan.py).
   config = default.get_config()
   config.model = 'dcgan'
   module = getattr(models.create_gan(config, (28, 28, 1)), network)
@@ -79,22 +115,22 @@ def test_dcgan_networks_are_the_same_function_either_way(network):
   variables = module.init(jax.random.key(1), x, train=False)
   rngs = {'dropout': jax.random.key(2)}
   outputs = {}
-  for algorithm in ('winograd', 'direct'):
+  for algorithm in ('matmul', 'direct'):
     clone = module.clone(conv_algorithm=algorithm)
     assert jax.tree.map(jnp.shape, clone.init(jax.random.key(1), x, train=False)) == jax.tree.map(jnp.shape, variables)
     forward = lambda p, x: clone.apply({**variables, 'params': p}, x, train=True, rngs=rngs, mutable=['batch_stats'])[0]
     outputs[algorithm] = (forward(variables['params'], x),
                           jax.grad(lambda p, x: jnp.sum(jnp.sin(forward(p, x))), (0, 1))(variables['params'], x))
-  for a, b in zip(jax.tree.leaves(outputs['winograd']), jax.tree.leaves(outputs['direct'])):
+  for a, b in zip(jax.tree.leaves(outputs['matmul']), jax.tree.leaves(outputs['direct'])):
     np.testing.assert_allclose(a, b, atol=2e-4 * max(1.0, float(jnp.max(jnp.abs(b)))))
   expected_type = dcgan.DCGANGenerator if network == 'generator' else dcgan.DCGANDiscriminator
   assert isinstance(module, expected_type) and module.conv_algorithm == 'auto'
-  with pytest.raises(ValueError, match="conv_algorithm must be one of 'auto', 'winograd', 'direct', got 'fft'"):
+  with pytest.raises(ValueError, match="conv_algorithm must be one of 'auto', 'matmul', 'direct', got 'fft'"):
     module.clone(conv_algorithm='fft').init(jax.random.key(1), x)
 
 
 @pytest.mark.parametrize('size', [28, 14, 15, 7])
-@pytest.mark.parametrize('stride1_conv', [winograd_conv, None], ids=['winograd', 'xla'])
+@pytest.mark.parametrize('stride1_conv', [winograd_conv, conv_by_matmul, None], ids=['winograd', 'im2col', 'xla'])
 def test_space_to_depth_strided_conv_equals_plain_in_value_and_gradients(size, stride1_conv):
   # Includes the second-order gradient R1 and WGAN-GP take (D's input gradient, differentiated in D's weights).
   x = jax.random.normal(jax.random.key(0), (2, size, size, 16))
@@ -116,10 +152,12 @@ def test_space_to_depth_strided_conv_equals_plain_in_value_and_gradients(size, s
 
 
 @pytest.mark.parametrize('size', [7, 14])
-def test_winograd_subpixel_conv_transpose_equals_plain_in_value_and_gradient(size):
+@pytest.mark.parametrize('stride1_conv,features', [(winograd_conv, 8), (conv_by_matmul, 8), (conv_by_matmul, 1)],
+                         ids=['winograd', 'im2col', 'col2im'])   # 16 channels in; 4 phases x features out
+def test_fast_subpixel_conv_transpose_equals_plain_in_value_and_gradient(size, stride1_conv, features):
   x = jax.random.normal(jax.random.key(0), (2, size, size, 16))
-  plain = nn.ConvTranspose(8, (5, 5), strides=(2, 2), padding='SAME')
-  fast = SubpixelConvTranspose(8, (5, 5), strides=(2, 2), stride1_conv=winograd_conv)
+  plain = nn.ConvTranspose(features, (5, 5), strides=(2, 2), padding='SAME')
+  fast = SubpixelConvTranspose(features, (5, 5), strides=(2, 2), stride1_conv=stride1_conv)
   variables = plain.init(jax.random.key(1), x)
   _assert_same_values_and_gradients(fast, plain, variables, x)
 

@@ -4,8 +4,9 @@ G: Dense (H/4)(W/4)256 (no bias) -> BN -> LeakyReLU -> ConvT 128 k5 s1 -> BN -> 
    -> BN -> LReLU -> ConvT C k5 s2 -> tanh.
 D: Conv 64 k5 s2 -> LReLU -> Dropout 0.3 -> Conv 128 k5 s2 -> LReLU -> Dropout 0.3 -> Dense 1 (`Dropout16`).
 The stride-2 transposed convolutions use the equivalent sub-pixel form, and the stride-2 convolutions the
-equivalent polyphase form (see `subpixel.py`). On CPU in float32 the convolutions with many channels on both
-sides (G's first two, D's second) run by Winograd (`winograd.py`).
+equivalent polyphase form (see `subpixel.py`). On CPU in float32 every convolution runs as matmuls
+(`conv_algorithm='matmul'`): those with many channels on both sides (G's first two, D's second) by Winograd
+(`winograd.py`), the two at the 1-channel image (G's last, D's first) by im2col / col2im (`im2col.py`).
 Batch norm uses Keras' momentum and epsilon (0.99, 1e-3), as the tutorial does.
 """
 from typing import Any
@@ -14,32 +15,37 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from aigc_jax.models.im2col import conv_by_matmul
 from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
 from aigc_jax.models.winograd import WinogradConv, winograd_conv
 
 _LEAKY_SLOPE = 0.3  # Keras' LeakyReLU default, which the tutorial uses.
 _KERNEL = (5, 5)
-# Winograd only where both sides have this many channels (a transposed layer's output counted with its
-# stride**2 phases): not the layers at the 1-channel image, whose matmuls would be a few columns wide.
+# Winograd where both sides have this many channels (a transposed layer's output counted with its
+# stride**2 phases); the layers at the 1-channel image, whose Winograd matmuls would be a few columns wide,
+# take im2col / col2im instead.
 _WINOGRAD_MIN_CHANNELS = 16
-ALGORITHMS = ('auto', 'winograd', 'direct')
+ALGORITHMS = ('auto', 'matmul', 'direct')
 
 
 def resolve_conv_algorithm(algorithm: str, dtype) -> str:
-  """'winograd' or 'direct' for a model's `conv_algorithm`: 'auto' is Winograd in float32 on CPU, where XLA's
-  direct convolutions were measured slower for these layers (`benchmarks/RESULTS.md`), direct elsewhere
-  (GPU/TPU convolutions are fast; Winograd's transforms lose precision in bfloat16)."""
+  """'matmul' or 'direct' for a model's `conv_algorithm`: 'auto' is 'matmul' (Winograd and im2col) in
+  float32 on CPU, where XLA's direct convolutions were measured slower for these layers
+  (`benchmarks/RESULTS.md`), direct elsewhere (GPU/TPU convolutions are fast; Winograd's transforms lose
+  precision in bfloat16)."""
   if algorithm not in ALGORITHMS:
     raise ValueError(f'conv_algorithm must be one of {", ".join(map(repr, ALGORITHMS))}, got {algorithm!r}')
   if algorithm == 'auto':
-    return 'winograd' if jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == 'cpu' else 'direct'
+    return 'matmul' if jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == 'cpu' else 'direct'
   return algorithm
 
 
 def _stride1_conv(algorithm: str, channels_in: int, channels_out: int):
-  """The `stride1_conv` of a subpixel.py layer: Winograd's, or None (XLA's direct convolution)."""
-  wide = min(channels_in, channels_out) >= _WINOGRAD_MIN_CHANNELS
-  return winograd_conv if algorithm == 'winograd' and wide else None
+  """The `stride1_conv` of a subpixel.py layer: Winograd's or im2col's for 'matmul', None (XLA's direct
+  convolution) for 'direct'."""
+  if algorithm != 'matmul':
+    return None
+  return winograd_conv if min(channels_in, channels_out) >= _WINOGRAD_MIN_CHANNELS else conv_by_matmul
 
 
 class Dropout16(nn.Module):
@@ -76,11 +82,11 @@ class DCGANGenerator(nn.Module):
   image_shape: tuple[int, int, int]
   widths: tuple[int, int, int] = (256, 128, 64)
   dtype: Any = jnp.float32
-  # 'winograd', 'direct' or 'auto' (`resolve_conv_algorithm`): same parameters and function either way.
+  # 'matmul', 'direct' or 'auto' (`resolve_conv_algorithm`): same parameters and function either way.
   conv_algorithm: str = 'auto'
 
   def _stride1_conv_transpose(self, algorithm, features):
-    if algorithm == 'winograd':
+    if algorithm == 'matmul':
       return WinogradConv(features, _KERNEL, use_bias=False, dtype=self.dtype, name='ConvTranspose_0')
     return nn.ConvTranspose(features, _KERNEL, strides=(1, 1), padding='SAME', use_bias=False, dtype=self.dtype,
                             name='ConvTranspose_0')
