@@ -118,6 +118,26 @@ def test_dcgan_discriminator_keeps_the_plain_conv_parameter_names():
       'Conv_0': (5, 5, 1, 64), 'Conv_1': (5, 5, 64, 128), 'Dense_0': (6272, 1)}
 
 
+@pytest.mark.parametrize('impl', ['threefry2x32', 'rbg'])
+def test_random_bits16_are_uniform_and_independent_across_the_hash_words(impl):
+  # threefry keys take four draws per hash (both words, split in halves); other keys jax.random.bits' words.
+  key = jax.random.key(0, impl=impl)
+  bits = np.asarray(dcgan.random_bits16(key, (512, 3, 37)), np.int64)
+  assert bits.shape == (512, 3, 37) and bits.dtype == np.int64
+  # Each position within a hash (last index mod 4) is uniform on [0, 2**16): mean and the top bit's rate
+  # within 5 standard errors (~14k draws per position).
+  for position in range(4):
+    draws = bits[..., position::4]
+    assert abs(draws.mean() / 2 ** 16 - 0.5) < 5 * np.sqrt(1 / 12 / draws.size)
+    assert abs((draws >= 2 ** 15).mean() - 0.5) < 5 * np.sqrt(0.25 / draws.size)
+  # The halves of one hash are not related (their correlation is noise), and examples differ.
+  flat = bits[..., :36].reshape(-1, 4).astype(float)
+  correlation = np.corrcoef(flat.T)
+  assert np.abs(correlation - np.eye(4)).max() < 5 / np.sqrt(len(flat))
+  assert len({row.tobytes() for row in bits.reshape(512, -1)}) == 512
+  assert not np.array_equal(bits, np.asarray(dcgan.random_bits16(jax.random.key(1, impl=impl), (512, 3, 37))))
+
+
 def test_dropout16_keeps_units_at_the_rate_and_scales_them():
   x = jnp.ones((64, 8, 8, 33))  # an odd channel count: the last 16-bit half of a word is unused
   dropout = dcgan.Dropout16(0.3)
