@@ -99,21 +99,23 @@ def test_sharded_over_8_devices_equals_1_device(tiny_config, model):
   assert jax.device_count() == 8
   tiny_config.model = model
   batches = _real_batches(tiny_config, 2)
-  results = []
-  for devices in (jax.devices()[:1], jax.devices()):
-    state, step = _compiled_step(tiny_config, sharding.create_mesh(devices), (28, 28, 1))
-    for i, batch in enumerate(batches):
-      state, metrics = step(state, batch, jax.random.key(7))
-    results.append((jax.device_get(state), jax.device_get(metrics)))
-  (one, one_metrics), (eight, eight_metrics) = results
-  # Adam's first updates are about lr * sign(gradient) per element, so a gradient element near zero whose
-  # summation order differs (1 vs 8 devices) can move its parameter by a good part of lr (2e-4). The dcgan's
-  # Winograd transforms on CPU round differently enough for that to show in one element in ~10^5 (5e-5).
-  atol = 1e-4 if model == 'dcgan' else 2e-5
-  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
-    np.testing.assert_allclose(a, b, rtol=2e-4, atol=atol)
-  for name in one_metrics:
-    np.testing.assert_allclose(one_metrics[name], eight_metrics[name], rtol=2e-4, atol=2e-5)
+  one_init, one_step = _compiled_step(tiny_config, sharding.create_mesh(jax.devices()[:1]), (28, 28, 1))
+  eight_init, eight_step = _compiled_step(tiny_config, sharding.create_mesh(jax.devices()), (28, 28, 1))
+  for a, b in zip(jax.tree.leaves(jax.device_get(one_init)), jax.tree.leaves(jax.device_get(eight_init))):
+    np.testing.assert_array_equal(a, b)
+  # Each step starts both meshes from the same state. Carried over separately, the rounding differences
+  # of one step (summation order, 1 vs 8 devices) move a few pre-activations across LeakyReLU's kink in the
+  # next, which changed the dcgan's small gradient elements by up to ~5e-3 of the largest after two steps
+  # (measured): chaos, not a sharding error, and it needed loose tolerances that could hide one.
+  state = jax.device_get(one_init)
+  for batch in batches:
+    one, one_metrics = jax.device_get(one_step(state, batch, jax.random.key(7)))
+    eight, eight_metrics = jax.device_get(eight_step(state, batch, jax.random.key(7)))
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    for name in one_metrics:
+      np.testing.assert_allclose(one_metrics[name], eight_metrics[name], rtol=2e-4, atol=2e-5)
+    state = one
 
 
 class _BatchNormDiscriminator(nn.Module):
