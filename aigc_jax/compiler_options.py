@@ -16,10 +16,13 @@ file). That is also why arbitrary lists are not accepted here.
 import ml_collections
 
 SETTINGS = ('auto', 'xla')
-# Measured on the 2-core dev VM (benchmarks/RESULTS.md), fp32, simultaneous update: the dcgan b256 step
-# ~470 -> ~430 ms with the same network code, ~430 -> ~365 ms with D's strided convolutions in XLA's own
-# forward and weight gradient (subpixel.py). The mlp (no convolutions) was ~6 % slower with it.
-AUTO_CPU_LIBRARY_FUSIONS = {'dcgan': ('dot', 'reduce')}
+# Measured on the 2-core dev VM (benchmarks/RESULTS.md), fp32: with XLA:CPU's convolutions, handing dots and
+# reduces to YNNPACK took the dcgan b256 step ~470 -> ~430 ms. Since the dcgan runs every convolution as
+# matmuls (models/dcgan.py), reduces alone are faster: Eigen runs the Winograd products' batched dots at up
+# to 450 GFLOP/s where YNNPACK's fusions ran them at 120-170; in-process A/B, alternating 328 -> 316 ms,
+# simultaneous 257 -> 250 / 279 -> 279 ms, 15 ms less CPU time per step each time. The mlp (no
+# convolutions) was ~6 % slower with dots and reduces, and has no entry.
+AUTO_CPU_LIBRARY_FUSIONS = {'dcgan': ('reduce',)}
 _OPTION = 'xla_cpu_experimental_ynn_fusion_type'
 
 

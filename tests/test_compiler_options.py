@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aigc_jax import compiler_options, families
+from aigc_jax import compiler_options, families, losses, models
 from configs import default
 
 
@@ -16,7 +16,7 @@ def _config(model, setting='auto'):
 
 
 @pytest.mark.parametrize('model,setting,platform,expected', [
-    ('dcgan', 'auto', 'cpu', 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'),
+    ('dcgan', 'auto', 'cpu', 'LIBRARY_FUSION_TYPE_REDUCE'),
     ('mlp', 'auto', 'cpu', None),
     ('dcgan', 'xla', 'cpu', None),
     ('dcgan', 'auto', 'gpu', None),
@@ -28,29 +28,58 @@ def test_options_by_model_setting_and_platform(model, setting, platform, expecte
 
 
 @pytest.mark.parametrize('model', sorted(compiler_options.AUTO_CPU_LIBRARY_FUSIONS))
+def test_networks_compute_the_same_with_the_models_options(model):
+  # G's and D's gradients, and R1's second-order one, with and without the options: rounding apart.
+  config = _config(model)
+  config.width_multiplier = 0.25
+  gan = models.create_gan(config, (28, 28, 1))
+  z = jax.random.normal(jax.random.key(0), (16, config.latent_dim))
+  x = jax.random.uniform(jax.random.key(1), (16, 28, 28, 1), minval=-1, maxval=1)
+  g_vars = gan.generator.init(jax.random.key(2), z, train=False)
+  d_params = gan.discriminator.init(jax.random.key(3), x, train=False)['params']
+  weights = jax.random.normal(jax.random.key(4), (16, 28, 28, 1))
+  d_fn = lambda p: lambda x: gan.discriminator.apply({'params': p}, x, train=True, rngs={'dropout': jax.random.key(5)})
+
+  def g_loss(p, z):
+    images, _ = gan.generator.apply({**g_vars, 'params': p}, z, train=True, mutable=['batch_stats'])
+    return jnp.sum(images * weights)
+
+  cases = [(g_loss, (g_vars['params'], z)), (lambda p, x: jnp.sum(jnp.sin(d_fn(p)(x))), (d_params, x)),
+           (lambda p, x: losses.r1_penalty(d_fn(p), x), (d_params, x))]
+  options = compiler_options.train_step_compiler_options(config, 'cpu')
+  for loss, args in cases:
+    grad = jax.jit(jax.grad(loss, (0, 1))).lower(*args)
+    want, have = grad.compile()(*args), grad.compile(compiler_options=options)(*args)
+    for a, b in zip(jax.tree.leaves(have), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize('model', sorted(compiler_options.AUTO_CPU_LIBRARY_FUSIONS))
 def test_train_steps_compute_the_same_with_the_models_options(model):
-  # Techniques on, so their extra passes (R1's double backward, augmentation, EMA) are compiled too.
+  # Techniques on, so their extra passes (R1's double backward, EMA) are compiled too. Not augmentation:
+  # its cutout zeros whole regions, where D's first pre-activations are exactly its still-zero biases, and
+  # LeakyReLU's slope at 0 then follows the rounding of each program (a few % of D's bias gradients).
   config = _config(model)
   config.batch_size, config.width_multiplier = 16, 0.25
-  config.r1_gamma, config.r1_every, config.augment_p, config.ema_decay = 1.0, 1, 0.5, 0.9
+  config.r1_gamma, config.r1_every, config.ema_decay = 1.0, 1, 0.9
   family = families.create(config, (28, 28, 1), 10)
   batch = {'image': jax.random.uniform(jax.random.key(1), (1, 16, 28, 28, 1), minval=-1, maxval=1),
            'label': jnp.zeros((1, 16), jnp.int32)}
   options = compiler_options.train_step_compiler_options(config, 'cpu')
   assert options
-  runs = []
-  for compile_options in (None, options):
-    state = family.init_state(jax.random.key(0))
-    step = jax.jit(family.train_step).lower(state, batch, jax.random.key(2)).compile(compiler_options=compile_options)
-    for i in range(2):
-      state, metrics = step(state, batch, jax.random.key(i))
-    runs.append((state, metrics))
-  (state_a, metrics_a), (state_b, metrics_b) = runs
-  for key in metrics_a:
-    np.testing.assert_allclose(metrics_b[key], metrics_a[key], rtol=1e-3, atol=1e-4, err_msg=key)
-  for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
-    if jnp.issubdtype(a.dtype, jnp.floating):
-      np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3)
+  state = family.init_state(jax.random.key(0))
+  step_a, step_b = (jax.jit(family.train_step).lower(state, batch, jax.random.key(2)).compile(compiler_options=o)
+                    for o in (None, options))
+  # Both programs take each step from the same state: carried separately, their different rounding moves
+  # pre-activations across LeakyReLU's kink, and small gradient elements with them (chaos, not a miscompile).
+  for i in range(2):
+    (state_a, metrics_a), (state_b, metrics_b) = (step(state, batch, jax.random.key(i)) for step in (step_a, step_b))
+    for key in metrics_a:
+      np.testing.assert_allclose(metrics_b[key], metrics_a[key], rtol=1e-3, atol=1e-4, err_msg=key)
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+      if jnp.issubdtype(a.dtype, jnp.floating):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3)
+    state = state_a
 
 
 def test_the_dot_fusion_miscompiles_a_broadcast_operand():
