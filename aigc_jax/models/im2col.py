@@ -11,24 +11,16 @@
 gives both backward passes as matmuls, pads and slices too. Why: XLA:CPU's direct convolution spends its
 time packing image patches when a side has 1-4 channels, as DCGAN's layers at the image do (G's last, 64 ->
 4 sub-pixel phases; D's first, 4 space-to-depth channels -> 64). Forward and both gradients, medians: G's
-last at b256 16-21 -> 8-9 ms, D's first at 2 x 256 16-18 -> 10-11 ms (`benchmarks/RESULTS.md`). With many channels on both sides
-Winograd (`winograd.py`) or the direct convolution is the better choice: the patches or planes grow k*k-fold.
+last at b256 16-21 -> 8-9 ms, D's first at 2 x 256 16-18 -> 10-11 ms (`benchmarks/RESULTS.md`). With many
+channels on both sides Winograd (`winograd.py`) or the direct convolution is the better choice: the
+patches or planes grow k*k-fold.
 """
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
-
-def _explicit_padding(padding: Sequence[tuple[int, int]] | str, kernel_hw: tuple[int, int]):
-  """((top, bottom), (left, right)) for 'SAME', 'VALID' or explicit pairs (negative entries crop)."""
-  if isinstance(padding, str):
-    if padding not in ('SAME', 'VALID'):
-      raise ValueError(f"padding must be 'SAME', 'VALID' or explicit pairs, got {padding!r}")
-    return tuple(((k - 1) // 2, k // 2) if padding == 'SAME' else (0, 0) for k in kernel_hw)
-  if len(padding) != 2 or any(len(pair) != 2 for pair in padding):
-    raise ValueError(f'padding needs one (before, after) pair per spatial axis, got {padding!r}')
-  return tuple(tuple(pair) for pair in padding)
+from aigc_jax.models.subpixel import stride1_padding
 
 
 def _pad_spatial(x: jax.Array, padding) -> jax.Array:
@@ -42,7 +34,7 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, in
                 precision=None) -> jax.Array:
   """The stride-1 convolution as patches [N, H', W', k_h*k_w*C] times the kernel [k_h*k_w*C, F]."""
   kernel_h, kernel_w, channels, features = kernel.shape
-  padded = _pad_spatial(x, _explicit_padding(padding, (kernel_h, kernel_w)))
+  padded = _pad_spatial(x, stride1_padding(padding, (kernel_h, kernel_w)))
   batch, height, width, _ = padded.shape
   out_h, out_w = height - kernel_h + 1, width - kernel_w + 1
   patches = jnp.concatenate([padded[:, i:i + out_h, j:j + out_w] for i in range(kernel_h) for j in range(kernel_w)],
@@ -60,7 +52,7 @@ def conv_col2im(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, in
   (o + i - top, p + j - left): padding the planes as the input would be padded and slicing each at its
   offset reads exactly those."""
   kernel_h, kernel_w, channels, features = kernel.shape
-  padding = _explicit_padding(padding, (kernel_h, kernel_w))
+  padding = stride1_padding(padding, (kernel_h, kernel_w))
   batch, height, width, _ = x.shape
   taps = kernel.transpose(2, 0, 1, 3).reshape(channels, kernel_h * kernel_w * features).astype(x.dtype)
   planes = jnp.matmul(x.reshape(-1, channels), taps, precision=precision)

@@ -65,6 +65,18 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, padding, precision=None) -> jax.A
 Stride1Conv = Callable[..., jax.Array]
 
 
+def stride1_padding(padding, kernel_hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+  """A `Stride1Conv`'s `padding` as ((top, bottom), (left, right)): 'SAME', 'VALID' or explicit pairs
+  (negative entries crop)."""
+  if isinstance(padding, str):
+    if padding not in ('SAME', 'VALID'):
+      raise ValueError(f"padding must be 'SAME', 'VALID' or explicit pairs, got {padding!r}")
+    return tuple(((k - 1) // 2, k // 2) if padding == 'SAME' else (0, 0) for k in kernel_hw)
+  if len(padding) != 2 or any(len(pair) != 2 for pair in padding):
+    raise ValueError(f'padding needs one (before, after) pair per spatial axis, got {padding!r}')
+  return tuple(tuple(pair) for pair in padding)
+
+
 def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int, precision=None,
                             stride1_conv: Stride1Conv | None = None) -> jax.Array:
   """`lax.conv_transpose(x, kernel, (stride, stride), 'SAME')` for NHWC `x` and HWIO `kernel`.

@@ -113,16 +113,10 @@ def winograd_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, 
   r, r_w, _, features = kernel.shape
   if r != r_w:
     raise ValueError(f'winograd_conv needs a square kernel, got {kernel.shape[:2]}')
-  if isinstance(padding, str):
-    if padding not in ('SAME', 'VALID'):
-      raise ValueError(f"padding must be 'SAME', 'VALID' or explicit pairs, got {padding!r}")
-    pad = ((r - 1) // 2, r // 2) if padding == 'SAME' else (0, 0)
-    padding = (pad, pad)
-  if len(padding) != 2 or any(len(pair) != 2 for pair in padding):
-    raise ValueError(f'padding needs one (before, after) pair per spatial axis, got {padding!r}')
+  padding = subpixel.stride1_padding(padding, (r, r))
   m, alpha = output_tile, output_tile + r - 1
-  into_h, back_h, tiles_h = _axis_transforms(height, tuple(padding[0]), m, r)
-  into_w, back_w, tiles_w = _axis_transforms(width, tuple(padding[1]), m, r)
+  into_h, back_h, tiles_h = _axis_transforms(height, padding[0], m, r)
+  into_w, back_w, tiles_w = _axis_transforms(width, padding[1], m, r)
   out_h, out_w = back_h.shape[0], back_w.shape[0]
   _, g, _ = winograd_matrices(m, r)
   dtype = x.dtype
