@@ -28,7 +28,7 @@ def test_options_by_model_setting_and_platform(model, setting, platform, expecte
 
 
 @pytest.mark.parametrize('model', sorted(compiler_options.AUTO_CPU_LIBRARY_FUSIONS))
-def test_networks_compute_the_same_with_the_models_options(model):
+def test_networks_compute_the_same_with_the_models_options(model, eight_point_winograd_tiles):
   # G's and D's gradients, and R1's second-order one, with and without the options: rounding apart.
   config = _config(model)
   config.width_multiplier = 0.25
@@ -55,7 +55,7 @@ def test_networks_compute_the_same_with_the_models_options(model):
 
 
 @pytest.mark.parametrize('model', sorted(compiler_options.AUTO_CPU_LIBRARY_FUSIONS))
-def test_train_steps_compute_the_same_with_the_models_options(model):
+def test_train_steps_compute_the_same_with_the_models_options(model, eight_point_winograd_tiles):
   # Techniques on, so their extra passes (R1's double backward, EMA) are compiled too. Not augmentation:
   # its cutout zeros whole regions, where D's first pre-activations are exactly its still-zero biases, and
   # LeakyReLU's slope at 0 then follows the rounding of each program (a few % of D's bias gradients).

@@ -95,7 +95,7 @@ def test_n_critic_runs_that_many_discriminator_updates(tiny_config):
 
 
 @pytest.mark.parametrize('model', _STEP_MODELS)
-def test_sharded_over_8_devices_equals_1_device(tiny_config, model):
+def test_sharded_over_8_devices_equals_1_device(tiny_config, model, eight_point_winograd_tiles):
   assert jax.device_count() == 8
   tiny_config.model = model
   batches = _real_batches(tiny_config, 2)
@@ -129,7 +129,7 @@ class _BatchNormDiscriminator(nn.Module):
 
 
 @pytest.mark.parametrize('discriminator', ['dcgan', 'batch_norm'])
-def test_simultaneous_update_is_the_two_tape_step(tiny_config, discriminator):
+def test_simultaneous_update_is_the_two_tape_step(tiny_config, discriminator, eight_point_winograd_tiles):
   # dcgan: batch norm in G and dropout in D, so the keys and D's two calls (one per half, differentiated
   # apart) must match too; batch_norm: a D with batch statistics, seen in one call. With SGD at learning
   # rate 1 the update is minus the gradient, which we compare with the definition written out: D's loss

@@ -10,11 +10,15 @@ from aigc_jax import models
 from aigc_jax.models import dcgan, subpixel
 from aigc_jax.models.im2col import conv_by_matmul, conv_col2im, conv_im2col
 from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
-from aigc_jax.models.winograd import WinogradConv, winograd_conv, winograd_matrices
+from aigc_jax.models.winograd import WinogradConv, output_tile_for, winograd_conv, winograd_matrices
 from configs import default
 
+# Of the largest value: Winograd's rounding with 9-point tiles (DCGAN's 3x3 layers on 7x7 and 14x14 maps
+# take F(7, 3); measured up to 1e-4), and with smaller tiles, im2col's and XLA's.
+_NINE_POINT_TOLERANCE, _TOLERANCE = 2e-4, 2e-5
 
-@pytest.mark.parametrize('m,r', [(2, 3), (4, 3), (2, 5), (4, 5), (6, 3)])
+
+@pytest.mark.parametrize('m,r', [(2, 3), (4, 3), (2, 5), (4, 5), (6, 3), (7, 3), (5, 5)])
 def test_matrices_compute_the_1d_correlation(m, r):
   a_t, g, b_t = winograd_matrices(m, r)
   rng = np.random.default_rng(m * 10 + r)
@@ -23,11 +27,21 @@ def test_matrices_compute_the_1d_correlation(m, r):
   np.testing.assert_allclose(a_t @ ((g @ kernel) * (b_t @ d)), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_output_tile_is_the_one_with_fewest_products():
+  assert output_tile_for(7, 7, 3) == 7     # one 9-point tile (81 products) against F(4, 3)'s 2x2 tiles (144)
+  assert output_tile_for(7, 7, 5) == 4     # F(4, 5): 2x2 tiles of 8 (256); F(5, 5)'s would be 9 (324)
+  assert output_tile_for(14, 12, 3) == 7
+  assert output_tile_for(8, 8, 3) == 4     # two F(4, 3) tiles (12 points a side) fit exactly; F(7, 3) would be 18
+
+
 # 7x7 and 12x10 take the folded 2-D transform, 20x18 the per-axis one; explicit, uneven and VALID padding.
 @pytest.mark.parametrize('shape,r,m,padding', [
     ((2, 7, 7, 6, 5), 5, 4, 'SAME'), ((2, 20, 18, 3, 4), 5, 4, 'SAME'), ((2, 12, 10, 4, 3), 3, 4, ((1, 1), (1, 1))),
-    ((2, 9, 7, 3, 2), 3, 2, ((2, 0), (0, 1))), ((1, 30, 30, 2, 3), 3, 4, 'VALID'), ((2, 7, 7, 5, 4), 5, 2, 'SAME')])
+    ((2, 9, 7, 3, 2), 3, 2, ((2, 0), (0, 1))), ((1, 30, 30, 2, 3), 3, 4, 'VALID'), ((2, 7, 7, 5, 4), 5, 2, 'SAME'),
+    ((4, 7, 7, 256, 32), 3, None, 'SAME'), ((4, 7, 7, 256, 32), 5, None, 'SAME'), ((2, 11, 9, 64, 8), 5, 5, 'SAME')])
 def test_winograd_conv_equals_direct_in_value_and_gradient(shape, r, m, padding):
+  """Up to 8-point tiles within 2e-5 of the output's largest value; 9-point tiles (F(7, 3), F(5, 5)), at
+  DCGAN's 256 input channels, within 2e-4 (measured 2e-5..8e-5 here)."""
   batch, height, width, channels, features = shape
   x = jax.random.normal(jax.random.key(0), (batch, height, width, channels))
   kernel = jax.random.normal(jax.random.key(1), (r, r, channels, features)) / np.sqrt(r * r * channels)
@@ -39,13 +53,15 @@ def test_winograd_conv_equals_direct_in_value_and_gradient(shape, r, m, padding)
   expected = direct(x, kernel)
   got = winograd_conv(x, kernel, padding, m, precision='highest')
   assert got.shape == expected.shape
-  np.testing.assert_allclose(got, expected, atol=2e-5 * float(jnp.max(jnp.abs(expected))))
+  out_h, out_w = expected.shape[1:3]
+  tolerance = _NINE_POINT_TOLERANCE if (m or output_tile_for(out_h, out_w, r)) + r - 1 == 9 else _TOLERANCE
+  np.testing.assert_allclose(got, expected, atol=tolerance * float(jnp.max(jnp.abs(expected))))
   cotangent = jax.random.normal(jax.random.key(2), expected.shape)
   loss = lambda conv: lambda x, kernel: jnp.sum(conv(x, kernel) * cotangent)
   want = jax.grad(loss(direct), (0, 1))(x, kernel)
   have = jax.grad(loss(lambda x, k: winograd_conv(x, k, padding, m, precision='highest')), (0, 1))(x, kernel)
   for a, b in zip(have, want):
-    np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.max(jnp.abs(b))))
+    np.testing.assert_allclose(a, b, atol=tolerance * float(jnp.max(jnp.abs(b))))
 
 
 # Few inputs (im2col's case), few outputs (col2im's), rectangular kernels, cropping (negative) padding.
@@ -82,14 +98,14 @@ def test_matmul_convs_reject_bad_padding(padding):
       conv(x, kernel, padding)
 
 
-def _assert_same_values_and_gradients(fast, plain, variables, x):
-  """`fast` computes `plain`'s function of (variables, x), to Winograd's rounding (2e-5 of the largest value)."""
+def _assert_same_values_and_gradients(fast, plain, variables, x, tolerance=_TOLERANCE):
+  """`fast` computes `plain`'s function of (variables, x), to `tolerance` of the largest value."""
   expected = plain.apply(variables, x)
-  np.testing.assert_allclose(fast.apply(variables, x), expected, atol=2e-5 * float(jnp.max(jnp.abs(expected))))
+  np.testing.assert_allclose(fast.apply(variables, x), expected, atol=tolerance * float(jnp.max(jnp.abs(expected))))
   loss = lambda module: lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
   for a, b in zip(jax.tree.leaves(jax.grad(loss(fast), (0, 1))(variables, x)),
                   jax.tree.leaves(jax.grad(loss(plain), (0, 1))(variables, x))):
-    np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.max(jnp.abs(b))))
+    np.testing.assert_allclose(a, b, atol=tolerance * float(jnp.max(jnp.abs(b))))
 
 
 def test_winograd_layer_is_the_stride1_conv_transpose_with_its_parameters():
@@ -139,8 +155,8 @@ def test_space_to_depth_strided_conv_equals_plain_in_value_and_gradients(size, s
   variables = plain.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, s2d.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
   expected = plain.apply(variables, x)
-  scale = float(jnp.max(jnp.abs(expected)))
-  np.testing.assert_allclose(s2d.apply(variables, x), expected, atol=2e-5 * scale)
+  tolerance = _NINE_POINT_TOLERANCE if stride1_conv is winograd_conv else _TOLERANCE   # 3x3 phases: F(7, 3)
+  np.testing.assert_allclose(s2d.apply(variables, x), expected, atol=tolerance * float(jnp.max(jnp.abs(expected))))
 
   def penalty(module, variables, x):
     input_grad = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(variables, x))))(x)
@@ -148,7 +164,7 @@ def test_space_to_depth_strided_conv_equals_plain_in_value_and_gradients(size, s
 
   for a, b in zip(jax.tree.leaves(jax.grad(penalty, (1, 2))(s2d, variables, x)),
                   jax.tree.leaves(jax.grad(penalty, (1, 2))(plain, variables, x))):
-    np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.max(jnp.abs(b))))
+    np.testing.assert_allclose(a, b, atol=tolerance * float(jnp.max(jnp.abs(b))))
 
 
 @pytest.mark.parametrize('size', [7, 14])
@@ -159,7 +175,8 @@ def test_fast_subpixel_conv_transpose_equals_plain_in_value_and_gradient(size, s
   plain = nn.ConvTranspose(features, (5, 5), strides=(2, 2), padding='SAME')
   fast = SubpixelConvTranspose(features, (5, 5), strides=(2, 2), stride1_conv=stride1_conv)
   variables = plain.init(jax.random.key(1), x)
-  _assert_same_values_and_gradients(fast, plain, variables, x)
+  tolerance = _NINE_POINT_TOLERANCE if stride1_conv is winograd_conv else _TOLERANCE   # 3x3 phases: F(7, 3)
+  _assert_same_values_and_gradients(fast, plain, variables, x, tolerance)
 
 
 @pytest.mark.parametrize('padding', ['FULL', ((1, 1),)])

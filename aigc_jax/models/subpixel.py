@@ -241,7 +241,7 @@ def conv_strided_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int, st
   'SAME' would read as zeros anyway) that is a stride-1 convolution with `stride**2 * C` input channels and
   a (hi-lo+1)^2 window holding the kernel's taps in place (zeros where a block position is no tap: 6x6 for
   5x5 at stride 2). For DCGAN D's 14x14x64 -> 128 layer that window is 3x3 over 7x7x256, where Winograd
-  F(4x4, 3x3) multiplies 4.7M times per image (plus its transforms) against the direct convolution's 8.4M
+  F(7x7, 3x3) multiplies 2.7M times per image (plus its transforms) against the direct convolution's 8.4M
   useful multiply-adds (`benchmarks/RESULTS.md`)."""
   batch, height, width, channels = x.shape
   kernel_h, kernel_w, _, features = kernel.shape

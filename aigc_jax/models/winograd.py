@@ -12,9 +12,18 @@ backward the same structure (the input gradient and the weight gradient are agai
 transforms). Why: XLA:CPU's direct convolutions ran DCGAN's 7x7 256->128 5x5 layer at ~60 % of the GEMM
 rate with a third of the products on padding (`benchmarks/RESULTS.md`).
 
-The transforms use the Toom-Cook points 0, +-1, +-2, +-1/2, ... built exactly (fractions) and applied in
-float32; the result matches the direct convolution to ~1e-5 relative for m=4, r=5 (tested). In bfloat16
-the transforms' rounding is not negligible, so callers keep the direct form there.
+Tile size: by default the one with the fewest products for the map (`output_tile_for`), up to 9 points a
+side: on DCGAN's 7x7 maps one 7x7-output tile for 3x3 kernels, F(7, 3), which is 81 products per 49
+outputs where F(4, 3)'s 2x2 tiles need 144 (their 8x8 outputs overshoot the map), and F(4, 5) for 5x5.
+
+The transforms use Toom-Cook points built exactly (fractions) and applied in float32: Lavin & Gray's 0,
++-1, +-2, +-1/2 up to 8-point tiles, a searched set for 9 (`_NINE_POINT_TILE`). Against the exact
+convolution, with 256 input channels, the error is ~1e-5 of the output's largest value up to 8 points
+(direct float32: ~5e-7) and up to 1e-4 at 9 (RMS 2e-5; the largest seen, 9.8e-5, over a 64x7x7x128
+output), well inside the TF32 rounding (2^-11 of each input) that PyTorch's convolutions use by default on
+Ampere and later GPUs. The transforms magnify summation-order differences alike, so two compilations of
+one model (1 vs 8 devices, other fusions) differ by as much. In bfloat16 the transforms' rounding is not
+negligible, so callers keep the direct form there.
 
 Tile transforms: for small maps (up to `_KRON_MAX_PIXELS`), both axes' transforms, padding and cropping
 folded into one dense [tiles * (m+r-1)^2, H * W] matrix (one GEMM with K = H * W); larger maps apply the
@@ -34,8 +43,25 @@ from aigc_jax.models import subpixel
 _KRON_MAX_PIXELS = 256   # 16x16 maps and smaller: the folded 2-D transform (measured faster at 7x7)
 
 
+# 9-point tiles (F(7, 3), F(5, 5)): continuing Lavin & Gray's sequence with 3 gave 4e-4..7e-4 of the
+# output's largest value as float32 error against the exact convolution (7x7 maps, 128-256 channels),
+# RMS 7e-5..9e-5. These points gave 4e-5..7e-5, RMS 2e-5: the best of an exhaustive search over 0, three
+# +-pairs and one more point from {1, 2, 3, 4, 1/2, 1/3, 1/4, 3/2, 2/3, 3/4, 4/3, 5/4, 4/5}, checked on
+# other seeds, shifted (post-LeakyReLU) inputs, F(5, 5) and 14x14 maps; adding 5/3, 3/5, 5/2, 2/5, 6/5,
+# 5/6, 7/4, 4/7 to the search found nothing better beyond the noise between samples. For 8 points and
+# fewer the same search found Lavin & Gray's the best.
+_NINE_POINT_TILE = (Fraction(0), Fraction(1, 2), Fraction(-1, 2), Fraction(4, 3), Fraction(-4, 3), Fraction(4, 5),
+                    Fraction(-4, 5), Fraction(4))
+# The largest tile the automatic choice takes (`output_tile_for`): its error grows quickly beyond 9 points
+# (11-point F(7, 5): 2e-4 at best, 2e-3 with Lavin & Gray's points).
+MAX_AUTO_TILE_POINTS = 9
+
+
 def _points(count: int) -> list[Fraction]:
-  """The first `count` finite interpolation points, smallest magnitudes first (Lavin & Gray's choice)."""
+  """`count` finite interpolation points: Lavin & Gray's (0, +-1, +-2, +-1/2, ..., smallest magnitudes
+  first), except for 9-point tiles, whose 8 were searched for float32 accuracy (`_NINE_POINT_TILE`)."""
+  if count == len(_NINE_POINT_TILE):
+    return list(_NINE_POINT_TILE)
   points = [Fraction(0)]
   for p in (Fraction(1), Fraction(2), Fraction(1, 2), Fraction(3), Fraction(1, 3), Fraction(4), Fraction(1, 4)):
     points += [p, -p]
@@ -103,18 +129,28 @@ def _axis_transforms(size: int, padding: tuple[int, int], m: int, r: int):
   return into.reshape(alpha * tiles, size), back.reshape(out, alpha * tiles), tiles
 
 
+def output_tile_for(out_height: int, out_width: int, r: int) -> int:
+  """The output tile side m whose tiles cover an out_height x out_width output with the fewest transformed
+  points (tiles * (m + r - 1)^2: the products' rows) among tiles of up to `MAX_AUTO_TILE_POINTS` points per
+  side, the smaller on ties (more accurate). DCGAN's 7x7 maps: F(7, 3), one 9-point tile per side (81
+  points where F(4, 3)'s 2x2 tiles have 144), and F(4, 5) (256; F(5, 5) would need 324)."""
+  points = lambda m: -(-out_height // m) * -(-out_width // m) * (m + r - 1) ** 2
+  return min(range(2, max(MAX_AUTO_TILE_POINTS - r + 2, 3)), key=lambda m: (points(m), m))
+
+
 def winograd_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]] | str = 'SAME',
-                  output_tile: int = 4, precision=None) -> jax.Array:
+                  output_tile: int | None = None, precision=None) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, (1, 1), padding, ('NHWC', 'HWIO', 'NHWC'))` by Winograd F(m, r).
 
-  `padding`: 'SAME', 'VALID' or ((top, bottom), (left, right)); `output_tile`: m, outputs per tile side.
-  Square kernels only."""
+  `padding`: 'SAME', 'VALID' or ((top, bottom), (left, right)); `output_tile`: m, outputs per tile side
+  (None: `output_tile_for` the output's size). Square kernels only."""
   batch, height, width, channels = x.shape
   r, r_w, _, features = kernel.shape
   if r != r_w:
     raise ValueError(f'winograd_conv needs a square kernel, got {kernel.shape[:2]}')
   padding = subpixel.stride1_padding(padding, (r, r))
-  m, alpha = output_tile, output_tile + r - 1
+  m = output_tile or output_tile_for(height + sum(padding[0]) - r + 1, width + sum(padding[1]) - r + 1, r)
+  alpha = m + r - 1
   into_h, back_h, tiles_h = _axis_transforms(height, padding[0], m, r)
   into_w, back_w, tiles_w = _axis_transforms(width, padding[1], m, r)
   out_h, out_w = back_h.shape[0], back_w.shape[0]
@@ -157,7 +193,7 @@ class WinogradConv(nn.Module):
   features: int
   kernel_size: tuple[int, int]
   use_bias: bool = True
-  output_tile: int = 4
+  output_tile: int | None = None   # None: `output_tile_for` the map's size
   dtype: Any = None
   param_dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.lecun_normal()
