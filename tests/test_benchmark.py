@@ -53,8 +53,9 @@ def test_each_run_appends_one_valid_json_line(results_file):
     assert record['peak_memory_bytes'] is None  # CPU keeps no allocator statistics
     assert record['compiled_memory_bytes'] > 0
     # The entry point re-executed itself with the malloc tunable where the machine takes it (host_memory.py).
-    assert record['compiler_options'] == ({'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_REDUCE'}
-                                          if record['model'] == 'dcgan' else None)  # compiler_options.py's 'auto'
+    library_fusions = ({'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_REDUCE'}
+                       if record['model'] == 'dcgan' else {})  # compiler_options.py's 'auto'
+    assert record['compiler_options'] == {'xla_cpu_copy_insertion_use_region_analysis': True, **library_fusions}
     assert record['malloc_huge_pages'] == (host_memory.huge_pages_requested() or host_memory.needs_reexec(os.environ))
 
 
