@@ -17,13 +17,13 @@ def _config(model, setting='auto'):
   return config
 
 
-@pytest.mark.parametrize('model,setting,platform,library_fusions', [
-    ('dcgan', 'auto', 'cpu', 'LIBRARY_FUSION_TYPE_REDUCE'),
-    ('mlp', 'auto', 'cpu', None),
-    ('dcgan', 'xla', 'cpu', None),
+@pytest.mark.parametrize('model,setting,library_fusions', [
+    ('dcgan', 'auto', 'LIBRARY_FUSION_TYPE_REDUCE'),
+    ('mlp', 'auto', None),
+    ('dcgan', 'xla', None),
 ])
-def test_cpu_options_by_model_and_setting(model, setting, platform, library_fusions):
-  options = compiler_options.train_step_compiler_options(_config(model, setting), platform)
+def test_cpu_options_by_model_and_setting(model, setting, library_fusions):
+  options = compiler_options.train_step_compiler_options(_config(model, setting), 'cpu')
   expected = dict(compiler_options.CPU_COPY_INSERTION_OPTION)
   if library_fusions:
     expected['xla_cpu_experimental_ynn_fusion_type'] = library_fusions
