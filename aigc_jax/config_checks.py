@@ -12,8 +12,10 @@ import ml_collections
 from etils import epath
 
 from aigc_jax import augment as augment_lib
-from aigc_jax import compiler_options
+from aigc_jax import compile as compile_lib
+from aigc_jax import cpu
 from aigc_jax import sharding as sharding_lib
+from aigc_jax.config_errors import ConfigError
 from aigc_jax.losses import GAN_LOSSES, GAN_UPDATES
 from aigc_jax.models import FAMILY_OPTIONS, FAMILY_SPECIFIC_FIELDS, GAN_FAMILIES, VAE_FAMILIES
 from aigc_jax.models.resnet_gan import WEIGHT_INITS
@@ -21,10 +23,6 @@ from aigc_jax.optimizers import LR_SCHEDULES
 from aigc_jax.vae_losses import BINARIZATIONS, LIKELIHOODS
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
-
-
-class ConfigError(ValueError):
-  """A config value, workdir or device layout the run cannot use; the message is one line."""
 
 
 # field -> (allowed types, check or None, description of allowed values)
@@ -39,6 +37,14 @@ def _is_policy(policy: str) -> bool:
   try:
     augment_lib.parse_policy(policy)
   except ValueError:
+    return False
+  return True
+
+
+def _are_compiler_options(text: str) -> bool:
+  try:
+    compile_lib.parse_compiler_options(text)
+  except ConfigError:
     return False
   return True
 
@@ -89,7 +95,9 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'latent_dim': ((int,), *_positive),
     'width_multiplier': ((int, float), *_positive_float),
     'compute_dtype': ((str,), lambda v: v in COMPUTE_DTYPES, ', '.join(COMPUTE_DTYPES)),
-    'xla_cpu_library_fusions': ((str,), lambda v: v in compiler_options.SETTINGS, ', '.join(compiler_options.SETTINGS)),
+    'cpu_fast_path': ((str,), lambda v: v in cpu.MODES, ', '.join(cpu.MODES)),
+    'xla_compiler_options': ((str,), _are_compiler_options,
+                             "comma-separated name=value XLA options, e.g. 'xla_gpu_autotune_level=0' ('' = none)"),
     'conditional': ((bool,), None, 'True or False'),
     'num_classes': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the dataset's class count)"),
     'base_channels': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the family's width)"),
@@ -177,8 +185,10 @@ def validate_fields(config: ml_collections.ConfigDict, fields: dict[str, tuple[t
       raise ConfigError(f'{prefix}{name}={value!r} is not allowed; allowed: {allowed}')
 
 
-def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int) -> None:
-  """Raises `ConfigError` for the first unknown key, wrong type, bad value or impossible device split."""
+def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int,
+             check_dataset: bool = True) -> None:
+  """Raises `ConfigError` for the first unknown key, wrong type, bad value or impossible device split.
+  `check_dataset=False` skips looking the dataset up in TFDS (for runs on synthetic data)."""
   validate_fields(config, FIELDS)
   validate_fields(config.eval, EVAL_FIELDS, prefix='config.eval.')
   validate_fields(config.vae, VAE_FIELDS, prefix='config.vae.')
@@ -192,7 +202,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     raise ConfigError(f'config.gan_update={config.gan_update!r} is not used by config.model={config.model!r}; '
                       "allowed: 'alternating' (gan_update is for GANs)")
   _validate_family_options(config)
-  _validate_dataset(config.dataset)
+  if check_dataset:
+    _validate_dataset(config.dataset)
   problems = [p for p in map(_rule_problem, config.param_sharding_rules) if p]
   if problems:
     raise ConfigError(f'config.param_sharding_rules: {problems[0]}; allowed: (regex, spec) pairs, spec fsdp, '

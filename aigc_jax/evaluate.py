@@ -7,10 +7,6 @@ uniform noise images instead and
 `--baseline=real_halves` one half of the real data against the other (the floor). Bad input ends with one
 `error:` line and exit status 2.
 """
-if __name__ == '__main__':  # first, before the heavy imports: see host_memory.py
-  from aigc_jax import host_memory
-  host_memory.reexec_with_huge_pages()
-
 import json
 import os
 import sys
@@ -44,7 +40,7 @@ def main(argv: list[str]) -> None:
   cli.quiet_orbax_info()
   cli.hide_gpus_from_tensorflow()
   from aigc_jax import restored_run  # pylint: disable=g-import-not-at-top  (jax and TF: after flag checks)
-  from aigc_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+  from aigc_jax.config_errors import ConfigError  # pylint: disable=g-import-not-at-top
   from aigc_jax.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
 
   overrides = restored_run.config_overrides(sys.argv[1:], _CONFIG.value)

@@ -33,7 +33,6 @@ import math
 import ml_collections
 
 from aigc_jax.models import biggan, resnet_gan, sngan_resnet
-from aigc_jax.models.subpixel import _phase_taps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +50,11 @@ def _conv_taps(size: int, kernel: int, stride: int) -> int:
 
 
 def _conv_transpose_taps(size: int, kernel: int, stride: int) -> int:
-  """(output, tap) pairs of a 'SAME' transposed convolution along one axis that read a real input pixel."""
-  total = 0
-  for phase in range(stride):
-    _, offsets = _phase_taps(kernel, stride, phase)
-    total += sum(0 <= m + offset < size for m in range(size) for offset in offsets)
-  return total
+  """(output, tap) pairs of a 'SAME' transposed convolution along one axis that read a real input pixel: the
+  input dilated by `stride` and padded as `lax.conv_transpose` pads it, then a stride-1 correlation."""
+  before = kernel - 1 if stride > kernel - 1 else -(-(kernel + stride - 2) // 2)
+  return sum(0 <= o + t - before < size * stride and (o + t - before) % stride == 0
+             for o in range(size * stride) for t in range(kernel))
 
 
 def _width(n: int, multiplier: float) -> int:

@@ -8,10 +8,6 @@ that cannot continue (a checkpoint that cannot be saved or restored, too many no
 Multi-process (multi-host) runs: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each
 process, or nothing under SLURM / Open MPI, or `--distributed=on` on TPU pods; see `distributed.py`.
 """
-if __name__ == '__main__':  # first, before the heavy imports: see host_memory.py
-  from aigc_jax import host_memory
-  host_memory.reexec_with_huge_pages()
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -46,7 +42,7 @@ def main(argv: list[str]) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   from aigc_jax import train  # pylint: disable=g-import-not-at-top
   from aigc_jax.checkpointing import CheckpointError  # pylint: disable=g-import-not-at-top
-  from aigc_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+  from aigc_jax.config_errors import ConfigError  # pylint: disable=g-import-not-at-top
 
   logging.info('jax %s: %d process(es), %d device(s)', jax.__version__, jax.process_count(), jax.device_count())
   try:

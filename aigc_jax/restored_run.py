@@ -16,7 +16,7 @@ from aigc_jax import checkpointing, config_checks, families, input_pipeline, tra
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
-from aigc_jax.config_checks import ConfigError
+from aigc_jax.config_errors import ConfigError
 from configs import default
 
 

@@ -9,10 +9,6 @@ latents (PNG only), `--label=K` asks a class-conditional model for class K (with
 gets a class drawn uniformly from `--seed`; the `.npz` then also holds `labels`). Bad input ends with one
 `error:` line and exit status 2, before anything is written.
 """
-if __name__ == '__main__':  # first, before the heavy imports: see host_memory.py
-  from aigc_jax import host_memory
-  host_memory.reexec_with_huge_pages()
-
 import os
 import sys
 
@@ -92,7 +88,7 @@ def main(argv: list[str]) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from aigc_jax import image_grid, restored_run  # pylint: disable=g-import-not-at-top
-  from aigc_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+  from aigc_jax.config_errors import ConfigError  # pylint: disable=g-import-not-at-top
 
   try:
     run = restored_run.restore(os.path.abspath(_WORKDIR.value),

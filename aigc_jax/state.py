@@ -13,7 +13,7 @@ import optax
 from jax.sharding import Mesh
 
 from aigc_jax import sharding as sharding_lib
-from aigc_jax.config_checks import ConfigError
+from aigc_jax.config_errors import ConfigError
 from aigc_jax.models import Gan
 
 

@@ -144,7 +144,7 @@ def main(argv: list[str]) -> None:
     cli.fail(f'unexpected argument {bad[0]!r}; allowed after --: --config.<field>=<value> for every run')
   if not _SWEEP.value or not _ROOT.value:
     cli.fail('--sweep and --root are required, e.g. --sweep=configs/sweeps/mlp_scaling.py --root=/tmp/sweep')
-  from aigc_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+  from aigc_jax.config_errors import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     base_config, sweep = load_sweep(_SWEEP.value)
     runs = expand(base_config, sweep, os.path.abspath(_ROOT.value), platform=_PLATFORM.value,

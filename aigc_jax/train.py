@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import threading
-import time
 
 import jax
 import ml_collections
@@ -25,11 +24,12 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from jax.experimental import multihost_utils
 
-from aigc_jax import checkpointing, compiler_options, config_checks, families, input_pipeline
+from aigc_jax import checkpointing, config_checks, families, input_pipeline
+from aigc_jax import compile as compile_lib
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
-from aigc_jax.config_checks import ConfigError
+from aigc_jax.config_errors import ConfigError
 from aigc_jax.evaluation import evaluator as evaluator_lib
 
 # Fields that, changed between a checkpoint and its resume, silently make it a different run.
@@ -227,7 +227,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                info.image_shape, info.num_train_examples)
 
   # --- Mesh (created above, with the state's layout). ---
-  replicated = sharding_lib.replicated(mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
   # --- Input: this process's streams of the global batch, assembled into global arrays. ---
@@ -250,16 +249,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     epath.Path(workdir, 'config.json').write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
 
   # --- Compile once, ahead of time; the loop then calls the executable, which cannot recompile. ---
-  batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
-              for key, s in batch_shapes.items()}
   train_rng = sharding_lib.put_replicated(train_rng, mesh)
-  start = time.perf_counter()
-  train_step = jax.jit(family.train_step, in_shardings=(state_shardings, batch_sharding, replicated),
-                       out_shardings=(state_shardings, replicated), donate_argnums=0
-                       ).lower(abstract_state, batch_in, train_rng).compile(
-      compiler_options=compiler_options.train_step_compiler_options(config, jax.devices()[0].platform))
-  logging.info('train step compiled in %.1fs; memory: %s', time.perf_counter() - start,
-               train_step.memory_analysis())
+  train_step, compile_seconds = compile_lib.compile_train_step(config, family.train_step, abstract_state,
+                                                               batch_shapes, mesh)
+  logging.info('train step compiled in %.1fs; memory: %s', compile_seconds, train_step.memory_analysis())
   # The family's image grids (samples; a VAE's reconstructions) and its own evaluations (a VAE's held-out ELBO).
   reporter = family.reporter(families.ReportContext(
       config=config, mesh=mesh, state_shardings=state_shardings, builder=builder, image_shape=info.image_shape,

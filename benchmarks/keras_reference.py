@@ -96,7 +96,7 @@ def main():
   print(json.dumps({'framework': f'tensorflow {tf.__version__}', 'model': args.model,
                     'batch_size': args.batch_size, 'step_ms': step_s * 1e3, 'step_ms_min': min(seconds) * 1e3,
                     'images_per_sec': args.batch_size / step_s, 'threads': tf.config.threading.get_intra_op_parallelism_threads(),
-                    # As aigc_jax's entry points set it (aigc_jax/host_memory.py); run with and without to compare.
+                    # As launch/ scripts set it; run with and without to compare.
                     'malloc_huge_pages': 'glibc.malloc.hugetlb=1' in os.environ.get('GLIBC_TUNABLES', '').split(':')}))
 
 

@@ -17,9 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.latent_dim = 100
   config.width_multiplier = 1.0           # scales every layer width (scaling sweeps)
   config.compute_dtype = 'float32'        # float32 | bfloat16 (params and optimiser state stay float32)
-  # CPU only: which ops XLA hands to YNNPACK: auto (per model, measured and tested) | xla (XLA's default).
-  # See aigc_jax/compiler_options.py.
-  config.xla_cpu_library_fusions = 'auto'
+  # auto: on a CPU in float32, faster equivalent layers and compiler options (aigc_jax/cpu) | off
+  config.cpu_fast_path = 'auto'
+  config.xla_compiler_options = ''        # extra XLA options for the train step: 'name=value,...' (compile.py)
   # Class conditioning (families that take a class: sngan_resnet, biggan).
   config.conditional = False              # train G and D on the dataset's class labels; sample by class
   config.num_classes = 0                  # 0 = the dataset's class count (conditional only)

@@ -8,6 +8,9 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# XLA:CPU allocates a step's large buffers afresh each step; glibc's malloc then asks for transparent huge
+# pages instead of faulting in 4 KiB pages (glibc >= 2.35; ignored elsewhere).
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1"
 MODELS=${MODELS:-"mlp dcgan"}
 BATCHES=${BATCHES:-"64 128 256 512"}
 WIDTHS=${WIDTHS:-"0.5 1"}

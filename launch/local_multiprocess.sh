@@ -19,6 +19,9 @@ fi
 num_processes=$1
 shift
 cd "$(dirname "$0")/.."
+# XLA:CPU allocates a step's large buffers afresh each step; glibc's malloc then asks for transparent huge
+# pages instead of faulting in 4 KiB pages (glibc >= 2.35; ignored elsewhere).
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1"
 port=${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("localhost", 0)); print(s.getsockname()[1])')}
 log_dir=${LOG_DIR:-$(mktemp -d -t aigc_multiprocess.XXXXXX)}
 mkdir -p "$log_dir"

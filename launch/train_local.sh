@@ -10,6 +10,9 @@ fi
 config=$1 workdir=$2
 shift 2
 cd "$(dirname "$0")/.."
+# XLA:CPU allocates a step's large buffers afresh each step; glibc's malloc then asks for transparent huge
+# pages instead of faulting in 4 KiB pages (glibc >= 2.35; ignored elsewhere).
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1"
 if [[ "${TENSORBOARD:-0}" == 1 ]]; then
   mkdir -p "$workdir"
   tensorboard --logdir "$workdir" --port "${TENSORBOARD_PORT:-6006}" >/dev/null 2>&1 &

@@ -77,11 +77,10 @@ def pytest_sessionfinish(session):
 @pytest.fixture
 def eight_point_winograd_tiles(monkeypatch):
   """Caps Winograd's automatic tiles at 8 points a side (F(4x4, 3x3) on the dcgan's 7x7 maps, not F(7x7, 3x3))
-  for tests that compare two compilations of the same dcgan step (1 vs 8 devices, compiler options, the
-  two-tape definition). Both compute the same function; their rounding differs by the order of their sums.
+  for tests that compare two compilations of the same dcgan step (1 vs 8 devices, the two-tape definition). Both compute the same function; their rounding differs by the order of their sums.
   F(7, 3)'s transforms magnify that difference to ~1e-4 of a layer's outputs, enough to move a few
   pre-activations across LeakyReLU's kink and a few gradient elements by ~5e-3 of the largest (measured: with
   a smooth activation in its place, the programs agree to ~1e-5 either way). F(7, 3)'s own accuracy is tested
   in tests/test_winograd.py."""
-  from aigc_jax.models import winograd
+  from aigc_jax.cpu import winograd
   monkeypatch.setattr(winograd, 'MAX_AUTO_TILE_POINTS', 8)

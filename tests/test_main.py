@@ -35,8 +35,10 @@ BAD_INPUTS = {
     'batch not divisible by devices': (['--config.batch_size=12'],
                                        'batch_size=12 .* not divisible by the device count 8; allowed: a multiple of 8'),
     'missing config file': (['--config=configs/nope.py'], 'could not load --config'),
-    'unknown CPU fusion setting': (['--config.xla_cpu_library_fusions=dot'],
-                                   "config.xla_cpu_library_fusions='dot' is not allowed; allowed: auto, xla"),
+    'unknown CPU fast path setting': (['--config.cpu_fast_path=on'],
+                                      "config.cpu_fast_path='on' is not allowed; allowed: auto, off"),
+    'malformed compiler options': (['--config.xla_compiler_options=autotune'],
+                                   "config.xla_compiler_options='autotune' is not allowed; allowed: comma-separated"),
 }
 
 

@@ -1,17 +1,14 @@
-"""Winograd's and im2col's stride-1 convolutions against XLA's direct one (value and gradients), in the
-strided layers of subpixel.py, and in the DCGAN."""
-import flax.linen as nn
+"""The CPU fast path's kernels: Winograd's and im2col's stride-1 convolutions against XLA's direct one (value
+and gradients), and inside the polyphase and sub-pixel forms of strided convolutions. The layers built on
+them, against flax's: tests/test_cpu_fast_path.py."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aigc_jax import models
-from aigc_jax.models import dcgan, subpixel
-from aigc_jax.models.im2col import conv_by_matmul, conv_col2im, conv_im2col
-from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
-from aigc_jax.models.winograd import WinogradConv, output_tile_for, winograd_conv, winograd_matrices
-from configs import default
+from aigc_jax.cpu import subpixel
+from aigc_jax.cpu.im2col import conv_by_matmul, conv_col2im, conv_im2col
+from aigc_jax.cpu.winograd import output_tile_for, winograd_conv, winograd_matrices
 
 # Of the largest value: Winograd's rounding with 9-point tiles (DCGAN's 3x3 layers on 7x7 and 14x14 maps
 # take F(7, 3); measured up to 1e-4), and with smaller tiles, im2col's and XLA's.
@@ -98,85 +95,55 @@ def test_matmul_convs_reject_bad_padding(padding):
       conv(x, kernel, padding)
 
 
-def _assert_same_values_and_gradients(fast, plain, variables, x, tolerance=_TOLERANCE):
-  """`fast` computes `plain`'s function of (variables, x), to `tolerance` of the largest value."""
-  expected = plain.apply(variables, x)
-  np.testing.assert_allclose(fast.apply(variables, x), expected, atol=tolerance * float(jnp.max(jnp.abs(expected))))
-  loss = lambda module: lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
-  for a, b in zip(jax.tree.leaves(jax.grad(loss(fast), (0, 1))(variables, x)),
-                  jax.tree.leaves(jax.grad(loss(plain), (0, 1))(variables, x))):
+def _assert_same_values_and_gradients(fast, plain, args, tolerance=_TOLERANCE, second_order=False):
+  """`fast(*args)` computes `plain(*args)`, value and gradients (and, with `second_order`, the gradient of a
+  penalty on the input gradient, as R1 takes it), to `tolerance` of the largest value."""
+  expected = plain(*args)
+  np.testing.assert_allclose(fast(*args), expected, atol=tolerance * float(jnp.max(jnp.abs(expected))))
+
+  def loss(conv, x, kernel):
+    value = jnp.sum(jnp.sin(conv(x, kernel)))
+    if second_order:
+      value += jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, kernel))))(x) ** 2)
+    return value
+
+  for a, b in zip(jax.grad(loss, (1, 2))(fast, *args), jax.grad(loss, (1, 2))(plain, *args)):
     np.testing.assert_allclose(a, b, atol=tolerance * float(jnp.max(jnp.abs(b))))
 
 
-def test_winograd_layer_is_the_stride1_conv_transpose_with_its_parameters():
-  x = jax.random.normal(jax.random.key(0), (3, 7, 7, 8))
-  plain = nn.ConvTranspose(6, (5, 5), strides=(1, 1), padding='SAME')
-  winograd = WinogradConv(6, (5, 5))
-  variables = plain.init(jax.random.key(1), x)
-  assert jax.tree.map(jnp.shape, winograd.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
-  _assert_same_values_and_gradients(winograd, plain, variables, x)
-  with pytest.raises(ValueError, match='odd kernel sizes'):
-    WinogradConv(6, (4, 4)).init(jax.random.key(1), x)
-
-
-@pytest.mark.parametrize('network', ['generator', 'discriminator'])
-def test_dcgan_networks_are_the_same_function_either_way(network):
-  # 'matmul' runs G's stride-1 and first sub-pixel layer and D's second layer by Winograd, G's last and D's
-  # first layer by col2im / im2col (dcgan.py).
-  config = default.get_config()
-  config.model = 'dcgan'
-  module = getattr(models.create_gan(config, (28, 28, 1)), network)
-  x = (jax.random.normal(jax.random.key(0), (4, config.latent_dim)) if network == 'generator'
-       else jax.random.uniform(jax.random.key(0), (4, 28, 28, 1), minval=-1, maxval=1))
-  variables = module.init(jax.random.key(1), x, train=False)
-  rngs = {'dropout': jax.random.key(2)}
-  outputs = {}
-  for algorithm in ('matmul', 'direct'):
-    clone = module.clone(conv_algorithm=algorithm)
-    assert jax.tree.map(jnp.shape, clone.init(jax.random.key(1), x, train=False)) == jax.tree.map(jnp.shape, variables)
-    forward = lambda p, x: clone.apply({**variables, 'params': p}, x, train=True, rngs=rngs, mutable=['batch_stats'])[0]
-    outputs[algorithm] = (forward(variables['params'], x),
-                          jax.grad(lambda p, x: jnp.sum(jnp.sin(forward(p, x))), (0, 1))(variables['params'], x))
-  for a, b in zip(jax.tree.leaves(outputs['matmul']), jax.tree.leaves(outputs['direct'])):
-    np.testing.assert_allclose(a, b, atol=2e-4 * max(1.0, float(jnp.max(jnp.abs(b)))))
-  expected_type = dcgan.DCGANGenerator if network == 'generator' else dcgan.DCGANDiscriminator
-  assert isinstance(module, expected_type) and module.conv_algorithm == 'auto'
-  with pytest.raises(ValueError, match="conv_algorithm must be one of 'auto', 'matmul', 'direct', got 'fft'"):
-    module.clone(conv_algorithm='fft').init(jax.random.key(1), x)
-
-
-@pytest.mark.parametrize('size', [28, 14, 15, 7])
+@pytest.mark.parametrize('size', [28, 15, 7])
 @pytest.mark.parametrize('stride1_conv', [winograd_conv, conv_by_matmul, None], ids=['winograd', 'im2col', 'xla'])
 def test_space_to_depth_strided_conv_equals_plain_in_value_and_gradients(size, stride1_conv):
-  # Includes the second-order gradient R1 and WGAN-GP take (D's input gradient, differentiated in D's weights).
   x = jax.random.normal(jax.random.key(0), (2, size, size, 16))
-  plain = nn.Conv(24, (5, 5), strides=(2, 2), padding='SAME')
-  s2d = StridedConv(24, (5, 5), strides=(2, 2), stride1_conv=stride1_conv or subpixel._xla_conv)
-  variables = plain.init(jax.random.key(1), x)
-  assert jax.tree.map(jnp.shape, s2d.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
-  expected = plain.apply(variables, x)
+  kernel = jax.random.normal(jax.random.key(1), (5, 5, 16, 24)) / 20
+  plain = lambda x, k: jax.lax.conv_general_dilated(x, k, (2, 2), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  fast = lambda x, k: subpixel.conv_strided_space_to_depth(x, k, 2, stride1_conv or subpixel.xla_conv)
   tolerance = _NINE_POINT_TOLERANCE if stride1_conv is winograd_conv else _TOLERANCE   # 3x3 phases: F(7, 3)
-  np.testing.assert_allclose(s2d.apply(variables, x), expected, atol=tolerance * float(jnp.max(jnp.abs(expected))))
+  _assert_same_values_and_gradients(fast, plain, (x, kernel), tolerance, second_order=True)
 
-  def penalty(module, variables, x):
-    input_grad = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(variables, x))))(x)
-    return jnp.sum(jnp.sin(module.apply(variables, x))) + jnp.sum(input_grad ** 2)
 
-  for a, b in zip(jax.tree.leaves(jax.grad(penalty, (1, 2))(s2d, variables, x)),
-                  jax.tree.leaves(jax.grad(penalty, (1, 2))(plain, variables, x))):
-    np.testing.assert_allclose(a, b, atol=tolerance * float(jnp.max(jnp.abs(b))))
+@pytest.mark.parametrize('channels', [3, 16])   # XLA's input gradient and im2col's weight gradient; the phases'
+@pytest.mark.parametrize('kernel,stride,size', [(5, 2, 28), (4, 2, 8), (3, 3, 7)])
+def test_strided_conv_with_phase_input_gradient_equals_plain(kernel, stride, size, channels):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, channels))
+  k = jax.random.normal(jax.random.key(1), (kernel, kernel, channels, 4))
+  plain = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), 'SAME',
+                                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  _assert_same_values_and_gradients(lambda x, k: subpixel.conv_strided(x, k, stride), plain, (x, k),
+                                    second_order=True)
 
 
 @pytest.mark.parametrize('size', [7, 14])
-@pytest.mark.parametrize('stride1_conv,features', [(winograd_conv, 8), (conv_by_matmul, 8), (conv_by_matmul, 1)],
-                         ids=['winograd', 'im2col', 'col2im'])   # 16 channels in; 4 phases x features out
-def test_fast_subpixel_conv_transpose_equals_plain_in_value_and_gradient(size, stride1_conv, features):
+@pytest.mark.parametrize('stride1_conv,features', [(winograd_conv, 8), (conv_by_matmul, 8), (conv_by_matmul, 1),
+                                                   (None, 8)],
+                         ids=['winograd', 'im2col', 'col2im', 'xla'])   # 16 channels in; 4 phases x features out
+def test_subpixel_conv_transpose_equals_plain_in_value_and_gradient(size, stride1_conv, features):
   x = jax.random.normal(jax.random.key(0), (2, size, size, 16))
-  plain = nn.ConvTranspose(features, (5, 5), strides=(2, 2), padding='SAME')
-  fast = SubpixelConvTranspose(features, (5, 5), strides=(2, 2), stride1_conv=stride1_conv)
-  variables = plain.init(jax.random.key(1), x)
+  kernel = jax.random.normal(jax.random.key(1), (5, 5, 16, features)) / 20
+  plain = lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  fast = lambda x, k: subpixel.conv_transpose_subpixel(x, k, 2, stride1_conv=stride1_conv)
   tolerance = _NINE_POINT_TOLERANCE if stride1_conv is winograd_conv else _TOLERANCE   # 3x3 phases: F(7, 3)
-  _assert_same_values_and_gradients(fast, plain, variables, x, tolerance)
+  _assert_same_values_and_gradients(fast, plain, (x, kernel), tolerance)
 
 
 @pytest.mark.parametrize('padding', ['FULL', ((1, 1),)])

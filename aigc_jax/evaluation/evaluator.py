@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 from aigc_jax import ema as ema_lib
 from aigc_jax import input_pipeline, steps
 from aigc_jax import sharding as sharding_lib
-from aigc_jax.config_checks import ConfigError
+from aigc_jax.config_errors import ConfigError
 from aigc_jax.evaluation import digits_classifier, inception, metrics
 from aigc_jax.models import Gan
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aigc_jax.config_checks import ConfigError
+from aigc_jax.config_errors import ConfigError
 
 WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
 WEIGHTS_URL = 'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/' + WEIGHTS_FILE

@@ -3,7 +3,9 @@
 Each family module has `create_gan(image_shape, *, width_multiplier, dtype, **options) -> (generator,
 discriminator)`, where `options` are the config fields listed for it in `FAMILY_OPTIONS` (plus
 `num_classes` for a family that takes `conditional`).
-`vae.py` has `create_vae_<name>(image_shape, *, latent_dim, learned_std, width_multiplier, dtype) -> VAE`.
+`vae.py` has `create_vae_<name>(image_shape, *, latent_dim, learned_std, width_multiplier, dtype, layers) -> VAE`.
+Families in `LAYERED_FAMILIES` also take `layers` (`models/layers.py`): flax's, or the CPU fast path's
+equivalents where `config.cpu_fast_path` applies (`aigc_jax/cpu`).
 """
 from typing import Callable, NamedTuple
 
@@ -12,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from aigc_jax.models import biggan, dcgan, mlp, sngan_resnet, vae
+from aigc_jax.models.layers import Layers
 
 
 class Gan(NamedTuple):
@@ -36,10 +39,17 @@ FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
     'sngan_resnet': sngan_resnet.OPTIONS,
     'biggan': biggan.OPTIONS + ('latent_dim',),
 }
+# Families whose convolutions and dropout come from `Layers`.
+LAYERED_FAMILIES = ('dcgan', 'vae_conv', 'vae_mlp')
 FAMILY_SPECIFIC_FIELDS: dict[str, object] = {  # field -> its "not used" default
     'conditional': False, 'base_channels': 0, 'depth_multiplier': 1, 'attention_resolution': 0,
     'weight_init': 'default', 'hierarchical_latent': False, 'shared_embedding_dim': 0,
 }
+
+
+def _layers(config: ml_collections.ConfigDict) -> Layers:
+  from aigc_jax import cpu  # pylint: disable=g-import-not-at-top  (the fast path imports models.layers)
+  return cpu.model_layers(config)
 
 
 def create_gan(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int = 0) -> Gan:
@@ -62,6 +72,8 @@ def create_gan(config: ml_collections.ConfigDict, image_shape: tuple[int, int, i
       raise ValueError(f'config.num_classes={classes} is fewer than the dataset\'s {num_classes} classes; '
                        f'allowed: 0 (the dataset\'s) or >= {num_classes}')
     kwargs['num_classes'] = classes
+  if config.model in LAYERED_FAMILIES:
+    kwargs['layers'] = _layers(config)
   # Activations run in `compute_dtype`; parameters and optimiser state stay float32 whatever it is.
   generator, discriminator = GAN_FAMILIES[config.model](
       tuple(image_shape), width_multiplier=config.width_multiplier, dtype=jnp.dtype(config.compute_dtype), **kwargs)
@@ -81,4 +93,4 @@ def create_vae(config: ml_collections.ConfigDict, image_shape: tuple[int, int, i
     raise ValueError(f'unknown model {config.model!r}; allowed: {", ".join(VAE_FAMILIES)}')
   return VAE_FAMILIES[config.model](tuple(image_shape), latent_dim=config.latent_dim, learned_std=learned_std,
                                     width_multiplier=config.width_multiplier,
-                                    dtype=jnp.dtype(config.compute_dtype))
+                                    dtype=jnp.dtype(config.compute_dtype), layers=_layers(config))

@@ -4,8 +4,7 @@
   encoder: Conv 32 k4 s2 -> ReLU -> Conv 64 k4 s2 -> ReLU -> Dense 256 -> ReLU -> Dense 2*latent
   decoder: Dense 256 -> ReLU -> Dense (H/4)(W/4)64 -> ReLU -> ConvT 32 k4 s2 -> ReLU -> ConvT C k4 s2
 `vae_mlp`: encoder H*W*C -> Dense 512 -> 256 (ReLU) -> 2*latent; decoder latent -> 256 -> 512 (ReLU) -> H*W*C.
-The stride-2 (transposed) convolutions are the fast, equivalent forms of `subpixel.py`. There is no batch norm
-or dropout, so the network's only variables are its params. The decoder's output (`loc`) is per-pixel
+There is no batch norm or dropout, so the network's only variables are its params. The decoder's output (`loc`) is per-pixel
 logits (Bernoulli) or means (Gaussian). With a learned Gaussian scale the VAE also has one trained log
 standard deviation shared by every pixel (Rybkin et al.'s sigma-VAE), initialised at sigma = 0.1 in [-1, 1]
 units so that Adam, which moves it by about the learning rate per step, reaches typical values within a
@@ -20,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aigc_jax.models.subpixel import StridedConv, SubpixelConvTranspose
+from aigc_jax.models.layers import Layers
 
 _KERNEL = (4, 4)
 
@@ -29,12 +28,13 @@ class ConvEncoder(nn.Module):
   latent_dim: int
   widths: tuple[int, int, int] = (32, 64, 256)
   dtype: Any = jnp.float32
+  layers: Layers = Layers()
 
   @nn.compact
   def __call__(self, images):
     x = images.astype(self.dtype)
-    for i, width in enumerate(self.widths[:2]):
-      x = nn.relu(StridedConv(width, _KERNEL, strides=(2, 2), dtype=self.dtype, name=f'Conv_{i}')(x))
+    for width in self.widths[:2]:
+      x = nn.relu(self.layers.conv(width, _KERNEL, strides=(2, 2), padding='SAME', dtype=self.dtype)(x))
     x = nn.relu(nn.Dense(self.widths[2], dtype=self.dtype)(x.reshape(x.shape[0], -1)))
     return nn.Dense(2 * self.latent_dim, dtype=self.dtype)(x).astype(jnp.float32)
 
@@ -43,6 +43,7 @@ class ConvDecoder(nn.Module):
   image_shape: tuple[int, int, int]
   widths: tuple[int, int, int] = (256, 64, 32)
   dtype: Any = jnp.float32
+  layers: Layers = Layers()
 
   @nn.compact
   def __call__(self, z):
@@ -50,8 +51,10 @@ class ConvDecoder(nn.Module):
     x = nn.relu(nn.Dense(self.widths[0], dtype=self.dtype)(z.astype(self.dtype)))
     x = nn.relu(nn.Dense(height // 4 * width // 4 * self.widths[1], dtype=self.dtype)(x))
     x = x.reshape(z.shape[0], height // 4, width // 4, self.widths[1])
-    x = nn.relu(SubpixelConvTranspose(self.widths[2], _KERNEL, strides=(2, 2), dtype=self.dtype)(x))
-    x = SubpixelConvTranspose(channels, _KERNEL, strides=(2, 2), dtype=self.dtype)(x)
+    conv_transpose = lambda features: self.layers.conv_transpose(features, _KERNEL, strides=(2, 2), padding='SAME',
+                                                                 dtype=self.dtype)
+    x = nn.relu(conv_transpose(self.widths[2])(x))
+    x = conv_transpose(channels)(x)
     return x.astype(jnp.float32)
 
 
@@ -109,14 +112,17 @@ def _scaled(widths, multiplier):
   return tuple(max(1, round(n * multiplier)) for n in widths)
 
 
-def create_vae_conv(image_shape, *, latent_dim, learned_std=False, width_multiplier=1.0, dtype=jnp.float32):
+def create_vae_conv(image_shape, *, latent_dim, learned_std=False, width_multiplier=1.0, dtype=jnp.float32,
+                    layers=Layers()):
   height, width, _ = image_shape
   if height % 4 or width % 4:
     raise ValueError(f'vae_conv needs image height and width divisible by 4, got {image_shape}')
-  return VAE(ConvEncoder(latent_dim, _scaled((32, 64, 256), width_multiplier), dtype),
-             ConvDecoder(tuple(image_shape), _scaled((256, 64, 32), width_multiplier), dtype), learned_std)
+  return VAE(ConvEncoder(latent_dim, _scaled((32, 64, 256), width_multiplier), dtype, layers),
+             ConvDecoder(tuple(image_shape), _scaled((256, 64, 32), width_multiplier), dtype, layers), learned_std)
 
 
-def create_vae_mlp(image_shape, *, latent_dim, learned_std=False, width_multiplier=1.0, dtype=jnp.float32):
+def create_vae_mlp(image_shape, *, latent_dim, learned_std=False, width_multiplier=1.0, dtype=jnp.float32,
+                   layers=Layers()):
+  del layers  # dense layers only
   return VAE(MLPEncoder(latent_dim, _scaled((512, 256), width_multiplier), dtype),
              MLPDecoder(tuple(image_shape), _scaled((256, 512), width_multiplier), dtype), learned_std)

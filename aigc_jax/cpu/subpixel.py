@@ -1,8 +1,8 @@
 """Strided convolutions, transposed and plain, in forms XLA:CPU runs fast; same parameters and function.
 
 Transposed (sub-pixel form): computed as one stride-1 convolution with `stride**2` times the channels.
-`SubpixelConvTranspose` has the same parameters and computes the same function as
-`flax.linen.ConvTranspose(..., padding='SAME', transpose_kernel=False)`; only the computation differs.
+`conv_transpose_subpixel` computes the same function as `flax.linen.ConvTranspose(..., padding='SAME',
+transpose_kernel=False)` with its kernel; only the computation differs.
 A stride-s transposed convolution dilates its input with s-1 zeros between pixels and convolves; most
 kernel taps then multiply zeros. Each output phase (row % s, column % s) only ever meets a fixed subset of
 the kernel taps at fixed offsets of the undilated input, so one stride-1 convolution of the undilated
@@ -10,16 +10,15 @@ input, whose output channels are the phases (each phase's sub-kernel placed in t
 by depth-to-space, computes it (Shi et al.'s sub-pixel convolution). XLA:CPU's slow path for the dilated
 convolution's weight gradient (over a second per DCGAN step, measured) is never taken.
 
-Plain: `StridedConv` has the same parameters and function as `flax.linen.Conv(..., strides=(s, s),
-padding='SAME')`; its input gradient (a custom VJP) is `stride**2` stride-1 convolutions of the output
-gradient, one per input phase (the sub-pixel idea run backwards), where XLA:CPU's lhs-dilated convolution
-was slower. The forward and, for many input channels, the weight gradient are XLA's own, which with jax
-0.10 beat im2col-and-matmul (DCGAN D's 14x14x64 layer at batch 512: forward 27-35 vs 50 ms, weight
-gradient 45 vs 87 ms). XLA:CPU runs that weight gradient on Eigen's kernels only outside while loops; in
-one it was loop-emitted (~7 s per step), which is why `steps.train_step` unrolls its critic updates itself.
+Plain: `conv_strided` computes `flax.linen.Conv(..., strides=(s, s), padding='SAME')`; its input gradient
+(a custom VJP) is `stride**2` stride-1 convolutions of the output gradient, one per input phase (the
+sub-pixel idea run backwards), where XLA:CPU's lhs-dilated convolution was slower. The forward and, for
+many input channels, the weight gradient are XLA's own. `conv_strided_space_to_depth` computes the same
+convolution as one stride-1 convolution over stride x stride blocks, so a matmul algorithm can run it.
+Measurements: `benchmarks/RESULTS.md`.
 """
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -55,7 +54,7 @@ def _union_window(kernel_size: int, stride: int) -> tuple[np.ndarray, tuple[int,
   return table, (-lo, hi)
 
 
-def _xla_conv(x: jax.Array, kernel: jax.Array, padding, precision=None) -> jax.Array:
+def xla_conv(x: jax.Array, kernel: jax.Array, padding, precision=None) -> jax.Array:
   """XLA's stride-1 convolution, NHWC and HWIO: the default `stride1_conv`."""
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
                                       precision=precision)
@@ -92,7 +91,7 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int, precis
   padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))    # the zero tap at index kernel_size
   union = padded[table_h[:, None, :, None], table_w[None, :, None, :]]   # [A, B, s(row), s(col), C, F]
   union = union.transpose(0, 1, 4, 2, 3, 5).reshape(len(table_h), len(table_w), channels, stride * stride * features)
-  y = (stride1_conv or _xla_conv)(x, union, (padding_h, padding_w), precision=precision)
+  y = (stride1_conv or xla_conv)(x, union, (padding_h, padding_w), precision=precision)
   batch, height, width, _ = y.shape
   y = y.reshape(batch, height, width, stride, stride, features).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(batch, height * stride, width * stride, features)
@@ -105,28 +104,6 @@ def conv_params(module: nn.Module, x: jax.Array):
   bias = (module.param('bias', module.bias_init, (module.features,), module.param_dtype)
           if module.use_bias else None)
   return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
-
-
-class SubpixelConvTranspose(nn.Module):
-  """Drop-in for `nn.ConvTranspose(features, (k, k), strides=(s, s), padding='SAME')`, same params."""
-  features: int
-  kernel_size: tuple[int, int]
-  strides: tuple[int, int]
-  use_bias: bool = True
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros_init()
-  stride1_conv: Stride1Conv | None = None   # the union-window convolution's algorithm; None: XLA's
-
-  @nn.compact
-  def __call__(self, x):
-    if self.strides[0] != self.strides[1] or any(k < s for k, s in zip(self.kernel_size, self.strides)):
-      raise ValueError(f'needs equal strides no larger than the kernel, got {self.strides} '
-                       f'for kernel {self.kernel_size}')
-    x, kernel, bias = conv_params(self, x)
-    y = conv_transpose_subpixel(x, kernel, self.strides[0], stride1_conv=self.stride1_conv)
-    return y + bias if bias is not None else y
 
 
 def _same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
@@ -260,29 +237,3 @@ def conv_strided_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int, st
   window = window.reshape(window_h, stride, window_w, stride, channels, features).transpose(0, 2, 1, 3, 4, 5)
   window = window.reshape(window_h, window_w, stride * stride * channels, features)
   return stride1_conv(blocks, window, ((-lo_h, hi_h), (-lo_w, hi_w)), precision=precision)
-
-
-class StridedConv(nn.Module):
-  """Drop-in for `nn.Conv(features, (k, k), strides=(s, s), padding='SAME')`, same params.
-
-  With `stride1_conv`, computed as `conv_strided_space_to_depth` with it; else `conv_strided`."""
-  features: int
-  kernel_size: tuple[int, int]
-  strides: tuple[int, int]
-  use_bias: bool = True
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros_init()
-  stride1_conv: Stride1Conv | None = None   # None: `conv_strided`; else space-to-depth and this convolution
-
-  @nn.compact
-  def __call__(self, x):
-    if self.strides[0] != self.strides[1]:
-      raise ValueError(f'needs equal strides, got {self.strides}')
-    x, kernel, bias = conv_params(self, x)
-    if self.stride1_conv is None:
-      y = conv_strided(x, kernel, self.strides[0])
-    else:
-      y = conv_strided_space_to_depth(x, kernel, self.strides[0], self.stride1_conv)
-    return y + bias if bias is not None else y

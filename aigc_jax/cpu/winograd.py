@@ -31,14 +31,13 @@ two axes one after the other.
 """
 import functools
 from fractions import Fraction
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aigc_jax.models import subpixel
+from aigc_jax.cpu import subpixel
 
 _KRON_MAX_PIXELS = 256   # 16x16 maps and smaller: the folded 2-D transform (measured faster at 7x7)
 
@@ -185,24 +184,3 @@ def winograd_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, 
   products = products.reshape(alpha * tiles_h, alpha * tiles_w, batch, features)
   y = dot('hp,pqnf->hqnf', const(back_h), products)
   return dot('wq,hqnf->nhwf', const(back_w), y)
-
-
-class WinogradConv(nn.Module):
-  """Drop-in for a stride-1 `nn.Conv` / `nn.ConvTranspose(..., strides=(1, 1), transpose_kernel=False)`
-  with 'SAME' padding (the two compute the same correlation): same parameters, computed by Winograd."""
-  features: int
-  kernel_size: tuple[int, int]
-  use_bias: bool = True
-  output_tile: int | None = None   # None: `output_tile_for` the map's size
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros_init()
-
-  @nn.compact
-  def __call__(self, x):
-    if any(k % 2 == 0 for k in self.kernel_size):  # even kernels: Conv and ConvTranspose pad 'SAME' differently
-      raise ValueError(f'WinogradConv needs odd kernel sizes, got {self.kernel_size}')
-    x, kernel, bias = subpixel.conv_params(self, x)
-    y = winograd_conv(x, kernel, 'SAME', self.output_tile)
-    return y + bias if bias is not None else y

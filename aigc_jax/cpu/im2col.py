@@ -20,7 +20,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from aigc_jax.models.subpixel import stride1_padding
+from aigc_jax.cpu.subpixel import stride1_padding
 
 
 def _pad_spatial(x: jax.Array, padding) -> jax.Array:
