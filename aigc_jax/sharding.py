@@ -116,6 +116,15 @@ def state_sharding(abstract_state: Any, mesh: Mesh, rules: Sequence[tuple[str, A
       abstract_state)
 
 
+def constrain_to_batch(x: jax.Array) -> jax.Array:
+  """`x` with its leading (batch) axis split over the mesh the step is traced under (`compile.py` sets it);
+  unchanged when there is none. Arrays a step draws itself (latents, sampled labels) would otherwise be
+  replicated, and every device would run the generator on the whole global batch."""
+  if jax.sharding.get_abstract_mesh().empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, P(BATCH_AXES))
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Training elements are `[n_critic, batch, ...]`: split the batch axis over every device."""
   return NamedSharding(mesh, P(None, BATCH_AXES))

@@ -35,6 +35,7 @@ import optax
 from aigc_jax import augment as augment_lib
 from aigc_jax import ema as ema_lib
 from aigc_jax import losses, vae_losses
+from aigc_jax import sharding as sharding_lib
 from aigc_jax.losses import GanLoss
 from aigc_jax.models import Gan
 from aigc_jax.state import NetworkState, TrainState, VaeState
@@ -42,6 +43,15 @@ from aigc_jax.state import NetworkState, TrainState, VaeState
 Metrics = dict[str, jax.Array]
 # Tags folded into an update's key for the techniques' randomness (the plain step's keys stay untouched).
 _AUGMENT_TAG, _PENALTY_TAG, _EMA_TAG = 0xA06, 0x9E7, 0xE3A
+
+
+def global_batch_shapes(config: ml_collections.ConfigDict,
+                        image_shape: tuple[int, int, int]) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes and dtypes of the batch a train step takes (global, all processes together): `n_critic`
+  batches of images in [-1, 1] and their int32 labels."""
+  lead = (config.n_critic, config.batch_size)
+  return {'image': jax.ShapeDtypeStruct(lead + tuple(image_shape), jnp.float32),
+          'label': jax.ShapeDtypeStruct(lead, jnp.int32)}
 
 
 class Techniques(NamedTuple):
@@ -84,8 +94,11 @@ def apply_network(module, net: NetworkState, x: jax.Array, *, train: bool, rng: 
 
 
 def couples_samples(net: NetworkState) -> bool:
-  """Whether a network's output for one sample depends on the others in its batch (batch statistics)."""
-  return 'batch_stats' in net.variables
+  """Whether a network's output for one sample depends on the others in its batch: batch norm's `mean` and
+  `var` in `batch_stats`. (Spectral norm keeps its power iteration's `u` and `sigma` there too; those depend
+  on the weights alone.)"""
+  leaves = jax.tree_util.tree_flatten_with_path(net.variables.get('batch_stats', {}))[0]
+  return any(getattr(path[-1], 'key', None) in ('mean', 'var') for path, _ in leaves)
 
 
 def _discriminator_halves(gan: Gan, d: NetworkState, d_rng: jax.Array, labels: jax.Array | None):
@@ -98,17 +111,17 @@ def _discriminator_halves(gan: Gan, d: NetworkState, d_rng: jax.Array, labels: j
   return half(real_rng, real_labels), half(fake_rng, fake_labels)
 
 
-def discriminate(gan: Gan, d: NetworkState, inputs: jax.Array, d_rng: jax.Array, *, params: Any,
-                 labels: jax.Array | None) -> tuple[jax.Array, jax.Array, Any]:
-  """D's outputs on `inputs`, real images then as many fakes (both already augmented), and D's updated
+def discriminate(gan: Gan, d: NetworkState, inputs: tuple[jax.Array, jax.Array], d_rng: jax.Array, *,
+                 params: Any, labels: jax.Array | None) -> tuple[jax.Array, jax.Array, Any]:
+  """D's outputs on `inputs`, the real and the fake batch (both already augmented), and D's updated
   variables: one call on both when D couples samples (batch statistics), else one call per half
   (`_discriminator_halves`, which `simultaneous_update` differentiates apart)."""
+  real_in, fake_in = inputs
   if couples_samples(d):
-    outputs, variables = apply_network(gan.discriminator, d, inputs, train=True, rng=d_rng, params=params,
-                                       labels=labels)
+    outputs, variables = apply_network(gan.discriminator, d, jnp.concatenate([real_in, fake_in]), train=True,
+                                       rng=d_rng, params=params, labels=labels)
     return (*jnp.split(outputs, 2), variables)
   d_real, d_fake = _discriminator_halves(gan, d, d_rng, labels)
-  real_in, fake_in = jnp.split(inputs, 2)
   # D's mutable state (spectral norm's power iteration) depends on its weights only: both calls update it
   # alike, and the fake half's is kept.
   real_out, _ = d_real(params, real_in)
@@ -117,12 +130,12 @@ def discriminate(gan: Gan, d: NetworkState, inputs: jax.Array, d_rng: jax.Array,
 
 
 def _latents(rng: jax.Array, batch_size: int, latent_dim: int) -> jax.Array:
-  return jax.random.normal(rng, (batch_size, latent_dim), jnp.float32)
+  return sharding_lib.constrain_to_batch(jax.random.normal(rng, (batch_size, latent_dim), jnp.float32))
 
 
 def sample_labels(rng: jax.Array, batch_size: int, num_classes: int) -> jax.Array:
   """Class labels drawn uniformly from [0, num_classes), int32 `[batch_size]`."""
-  return jax.random.randint(rng, (batch_size,), 0, num_classes, jnp.int32)
+  return sharding_lib.constrain_to_batch(jax.random.randint(rng, (batch_size,), 0, num_classes, jnp.int32))
 
 
 def _split(rng: jax.Array, gan: Gan):
@@ -174,6 +187,16 @@ def _penalties(params: Any, d: NetworkState, real: jax.Array, fake: jax.Array, r
   return total, values
 
 
+def _augment_pair(real: jax.Array, fake: jax.Array, rng: jax.Array,
+                  techniques: Techniques) -> tuple[jax.Array, jax.Array]:
+  """D's views of the real and the fake batch, augmented together with one key. Without augmentation the
+  two stay apart: joined end to end, batch-split arrays are gathered across the devices to be split again
+  (at 256 devices, every image of the global batch on every device)."""
+  if not techniques.augment_p:
+    return real, fake
+  return tuple(jnp.split(_augment(jnp.concatenate([real, fake]), rng, techniques), 2))
+
+
 def discriminator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, gan: Gan,
                        loss: GanLoss, d_tx: optax.GradientTransformation, latent_dim: int,
                        techniques: Techniques = Techniques(),
@@ -195,7 +218,7 @@ def discriminator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.
   labels = None if fake_labels is None else jnp.concatenate([batch['label'], fake_labels])
 
   def loss_fn(params):
-    inputs = _augment(jnp.concatenate([real, fake]), rng, techniques)
+    inputs = _augment_pair(real, fake, rng, techniques)
     real_out, fake_out, variables = discriminate(gan, d, inputs, d_rng, params=params, labels=labels)
     d_loss = loss.discriminator(real_out, fake_out)
     if not with_penalties:
@@ -273,13 +296,13 @@ def simultaneous_update(state: TrainState, batch: dict[str, jax.Array], rng: jax
       g.params, has_aux=True)
   labels = None if fake_labels is None else jnp.concatenate([batch['label'], fake_labels])
 
-  augment_both = lambda fake: _augment(jnp.concatenate([real, fake]), rng, techniques)
+  augment_both = lambda fake: _augment_pair(real, fake, rng, techniques)
   # D's outputs, then two pullbacks: D's loss cotangents (real, fake) to D's weights, and G's cotangent on
   # the fake outputs to the fakes.
   if couples_samples(d):
     def d_outputs(params, fake):
-      return apply_network(gan.discriminator, d, augment_both(fake), train=True, rng=d_rng, params=params,
-                           labels=labels)
+      return apply_network(gan.discriminator, d, jnp.concatenate(augment_both(fake)), train=True, rng=d_rng,
+                           params=params, labels=labels)
 
     outputs, d_vjp, d_variables = jax.vjp(d_outputs, d.params, fake, has_aux=True)
     real_out, fake_out = jnp.split(outputs, 2)
@@ -289,13 +312,12 @@ def simultaneous_update(state: TrainState, batch: dict[str, jax.Array], rng: jax
     # D's halves as `discriminate` makes them, differentiated apart: G's backward pass then covers the
     # fakes only, where one call on both carried G's zero cotangent through D for the real half too
     # (~30 ms of a dcgan b256 CPU step, measured).
-    inputs, augment_vjp = jax.vjp(augment_both, fake)
-    real_in, fake_in = jnp.split(inputs, 2)
+    (real_in, fake_in), augment_vjp = jax.vjp(augment_both, fake)
     d_real, d_fake = _discriminator_halves(gan, d, d_rng, labels)
     real_out, real_vjp, _ = jax.vjp(lambda params: d_real(params, real_in), d.params, has_aux=True)
     fake_out, fake_vjp, d_variables = jax.vjp(d_fake, d.params, fake_in, has_aux=True)
     to_d_weights = lambda real_ct, fake_ct: jax.tree.map(jnp.add, real_vjp(real_ct)[0], fake_vjp(fake_ct)[0])
-    to_fakes = lambda fake_ct: augment_vjp(jnp.concatenate([jnp.zeros_like(real_in), fake_vjp(fake_ct)[1]]))[0]
+    to_fakes = lambda fake_ct: augment_vjp((jnp.zeros_like(real_in), fake_vjp(fake_ct)[1]))[0]
   d_loss, d_cotangents = jax.value_and_grad(loss.discriminator, argnums=(0, 1))(real_out, fake_out)
   g_loss, g_cotangent = jax.value_and_grad(loss.generator)(fake_out)
   d_grads = to_d_weights(*d_cotangents)

@@ -11,7 +11,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from aigc_jax import config_checks, flops, image_grid, input_pipeline, losses, models, optimizers, steps, train
@@ -256,88 +255,6 @@ def test_conditional_step_over_8_devices_equals_1_device(tiny_sngan):
   assert int(results[0][0].step) == 2 and int(results[0][0].skipped_steps) == 0
   for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-
-
-# The two steps exactly as they were before class conditioning (steps.py at aed1da4), the old code path the
-# unconditional families must still take; since d29f87b a D without batch statistics sees the real and the
-# fake half in two calls, with the split key (`steps.discriminate`), and so does this reference.
-def _old_apply_network(module, net, x, *, train, rng=None, params=None):
-  variables = {'params': net.params if params is None else params, **net.variables}
-  rngs = {'dropout': rng} if rng is not None else None
-  if train and net.variables:
-    return module.apply(variables, x, train=True, rngs=rngs, mutable=list(net.variables))
-  return module.apply(variables, x, train=train, rngs=rngs), net.variables
-
-
-def _old_discriminator_step(state, batch, rng, *, gan, loss, d_tx, latent_dim):
-  real = batch['image']
-  z_rng, g_rng, d_rng = jax.random.split(rng, 3)
-  fake, _ = _old_apply_network(gan.generator, state.generator,
-                               jax.random.normal(z_rng, (real.shape[0], latent_dim), jnp.float32), train=True,
-                               rng=g_rng)
-  fake = jax.lax.stop_gradient(fake)
-  d = state.discriminator
-
-  def loss_fn(params):
-    inputs = jnp.concatenate([real, fake])
-    if 'batch_stats' in d.variables:
-      outputs, variables = _old_apply_network(gan.discriminator, d, inputs, train=True, rng=d_rng, params=params)
-      real_out, fake_out = jnp.split(outputs, 2)
-    else:
-      real_rng, fake_rng = jax.random.split(d_rng)
-      real_in, fake_in = jnp.split(inputs, 2)
-      real_out, _ = _old_apply_network(gan.discriminator, d, real_in, train=True, rng=real_rng, params=params)
-      fake_out, variables = _old_apply_network(gan.discriminator, d, fake_in, train=True, rng=fake_rng,
-                                               params=params)
-    return loss.discriminator(real_out, fake_out), (real_out, fake_out, variables)
-
-  (d_loss, (real_out, fake_out, variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d.params)
-  updates, opt_state = d_tx.update(grads, d.opt_state, d.params)
-  grad_norm = optax.tree.norm(grads)
-  finite = jnp.isfinite(d_loss) & jnp.isfinite(grad_norm)
-  discriminator = state_lib.NetworkState(optax.apply_updates(d.params, updates), variables, opt_state)
-  metrics = {'d_loss': d_loss, 'd_real': jnp.mean(real_out), 'd_fake': jnp.mean(fake_out),
-             'd_grad_norm': grad_norm, 'd_finite': finite}
-  if loss.logistic:
-    metrics.update(d_real_prob=jnp.mean(jax.nn.sigmoid(real_out)),
-                   d_fake_prob=jnp.mean(jax.nn.sigmoid(fake_out)))
-  return state.replace(discriminator=discriminator), metrics
-
-
-def _old_generator_step(state, batch, rng, *, gan, loss, g_tx, latent_dim):
-  z_rng, g_rng, d_rng = jax.random.split(rng, 3)
-  z = jax.random.normal(z_rng, (batch['image'].shape[0], latent_dim), jnp.float32)
-  g = state.generator
-
-  def loss_fn(params):
-    fake, variables = _old_apply_network(gan.generator, g, z, train=True, rng=g_rng, params=params)
-    fake_out, _ = _old_apply_network(gan.discriminator, state.discriminator, fake, train=True, rng=d_rng)
-    return loss.generator(fake_out), variables
-
-  (g_loss, variables), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
-  updates, opt_state = g_tx.update(grads, g.opt_state, g.params)
-  grad_norm = optax.tree.norm(grads)
-  finite = jnp.isfinite(g_loss) & jnp.isfinite(grad_norm)
-  generator = state_lib.NetworkState(optax.apply_updates(g.params, updates), variables, opt_state)
-  return state.replace(generator=generator), {'g_loss': g_loss, 'g_grad_norm': grad_norm, 'g_finite': finite}
-
-
-@pytest.mark.parametrize('model', ['mlp', 'dcgan'])
-def test_unconditional_steps_are_the_old_programs(model):
-  config = _config(model, width_multiplier=0.125)
-  gan = models.create_gan(config, (28, 28, 1), num_classes=10)
-  assert not gan.conditional  # conditioning never reaches a family that takes no class
-  g_tx, d_tx = (optimizers.create_optimizer(config, net) for net in ('generator', 'discriminator'))
-  state = jax.eval_shape(functools.partial(state_lib.init_train_state, gan=gan, g_tx=g_tx, d_tx=d_tx,
-                                           image_shape=(28, 28, 1), latent_dim=config.latent_dim),
-                         jax.random.key(0))
-  batch = {'image': jax.ShapeDtypeStruct((4, 28, 28, 1), jnp.float32), 'label': jax.ShapeDtypeStruct((4,), jnp.int32)}
-  loss = losses.get_gan_loss('non_saturating')
-  program = lambda step, **kw: str(jax.make_jaxpr(functools.partial(
-      step, gan=gan, loss=loss, latent_dim=config.latent_dim, **kw))(state, batch, jax.random.key(1)))
-  # The same jaxpr: the same computation on the same keys, so bit-identical results.
-  assert program(steps.discriminator_step, d_tx=d_tx) == program(_old_discriminator_step, d_tx=d_tx)
-  assert program(steps.generator_step, g_tx=g_tx) == program(_old_generator_step, g_tx=g_tx)
 
 
 def test_orthogonal_regularization_value_and_effect():
