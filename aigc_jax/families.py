@@ -16,7 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from aigc_jax import image_grid, input_pipeline, losses, models, optimizers, steps, vae_losses
+from aigc_jax import losses, models, optimizers, steps, vae_losses
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
@@ -72,6 +72,7 @@ def _fixed_latents(config: ml_collections.ConfigDict, mesh: Mesh) -> jax.Array:
 
 
 def _write_grid(ctx: ReportContext, step: int, name: str, images: np.ndarray, columns: int | None = None) -> None:
+  from aigc_jax import image_grid  # pylint: disable=g-import-not-at-top  (PIL: only where images are written)
   grid = image_grid.make_grid(images, columns=columns)
   image_grid.save_png(grid, os.path.join(ctx.workdir, name, f'step_{step:07d}.png'))
   ctx.writer.write_images(step, {name: grid[None]})
@@ -81,6 +82,7 @@ def _sample_writer(ctx: ReportContext, generate: Callable[..., jax.Array],
                    num_classes: int = 0) -> Callable[[int, Any], None]:
   """Writes `samples/step_N.png`: images generated from the run's fixed latents (a class-conditional
   model's grid shows one class per row)."""
+  from aigc_jax import image_grid  # pylint: disable=g-import-not-at-top  (PIL: only where images are written)
   replicated = sharding_lib.replicated(ctx.mesh)
   generate = jax.jit(generate, in_shardings=(ctx.state_shardings, replicated, replicated), out_shardings=replicated)
   latents = _fixed_latents(ctx.config, ctx.mesh)
@@ -143,6 +145,7 @@ def _vae_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
 def heldout_targets(config: ml_collections.ConfigDict, builder: Any,
                     likelihood: vae_losses.Likelihood) -> np.ndarray:
   """The held-out split as the likelihood models it (binarised with a fixed draw, or quantised)."""
+  from aigc_jax import input_pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow: only with data)
   images, _ = input_pipeline.real_images(config, builder, config.vae.heldout_split)
   key = jax.random.fold_in(jax.random.key(config.eval.seed), _HELDOUT_KEY)
   return np.asarray(jax.jit(likelihood.targets)(images, key))

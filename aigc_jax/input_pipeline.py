@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 import aigc_jax.datasets  # noqa: F401  (registers the offline TFDS builders)
+from aigc_jax import steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,9 +171,7 @@ def train_streams(config: ml_collections.ConfigDict, builder: tfds.core.DatasetB
 def global_batch_shapes(config: ml_collections.ConfigDict,
                         info: DatasetInfo) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes and dtypes of one global training element (all processes together)."""
-  lead = (config.n_critic, config.batch_size)
-  return {'image': jax.ShapeDtypeStruct(lead + info.image_shape, np.float32),
-          'label': jax.ShapeDtypeStruct(lead, np.int32)}
+  return steps.global_batch_shapes(config, info.image_shape)
 
 
 def global_batches(local_iterator: Iterator, sharding: jax.sharding.Sharding,

@@ -1,6 +1,7 @@
 """The same GANs written the usual PyTorch way (eager), timed on this machine: the issue's other baseline.
 
-`python benchmarks/torch_reference.py --model=dcgan --batch_size=256 [--update=alternating|simultaneous]`
+`python benchmarks/torch_reference.py --model=dcgan --batch_size=256 [--update=alternating|simultaneous]
+    [--device=cpu|cuda]`
 
 Needs torch, which is not a project dependency (`pip install torch --index-url
 https://download.pytorch.org/whl/cpu` in a separate environment). Models as in `keras_reference.py`: the
@@ -54,8 +55,12 @@ def main():
   parser.add_argument('--update', choices=('alternating', 'simultaneous'), default='alternating')
   parser.add_argument('--steps', type=int, default=20)
   parser.add_argument('--warmup', type=int, default=3)
+  parser.add_argument('--device', default='cpu', help='a torch device: cpu, cuda, cuda:1, ...')
   args = parser.parse_args()
-  generator, discriminator = (dcgan if args.model == 'dcgan' else mlp)()
+  device = torch.device(args.device)
+  torch.set_default_device(device)
+  generator, discriminator = ((dcgan if args.model == 'dcgan' else mlp)())
+  generator, discriminator = generator.to(device), discriminator.to(device)
   bce = nn.BCEWithLogitsLoss()
   g_opt = torch.optim.Adam(generator.parameters(), 2e-4, betas=(0.5, 0.999))
   d_opt = torch.optim.Adam(discriminator.parameters(), 2e-4, betas=(0.5, 0.999))
@@ -99,6 +104,7 @@ def main():
     seconds.append(time.perf_counter() - start)
   step_s = statistics.median(seconds)
   print(json.dumps({'framework': f'pytorch {torch.__version__}', 'model': args.model, 'update': args.update,
+                    'device': str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
                     'batch_size': batch, 'step_ms': step_s * 1e3, 'step_ms_min': min(seconds) * 1e3,
                     'images_per_sec': batch / step_s, 'threads': torch.get_num_threads(),
                     'malloc_huge_pages': 'glibc.malloc.hugetlb=1' in os.environ.get('GLIBC_TUNABLES', '').split(':')}))

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from aigc_jax import benchmark, host_memory
+from aigc_jax import cpu
+from aigc_jax.benchmark import measure, report
 from tests.conftest import REPO_ROOT
 
 REQUIRED_KEYS = ('model', 'batch_size', 'device_kind', 'device_count', 'images_per_sec',
@@ -52,11 +53,11 @@ def test_each_run_appends_one_valid_json_line(results_file):
     assert record['pipeline_images_per_sec'] > 0 and record['compile_s'] > 0
     assert record['peak_memory_bytes'] is None  # CPU keeps no allocator statistics
     assert record['compiled_memory_bytes'] > 0
-    # The entry point re-executed itself with the malloc tunable where the machine takes it (host_memory.py).
-    library_fusions = ({'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_REDUCE'}
-                       if record['model'] == 'dcgan' else {})  # compiler_options.py's 'auto'
-    assert record['compiler_options'] == {'xla_cpu_copy_insertion_use_region_analysis': True, **library_fusions}
-    assert record['malloc_huge_pages'] == (host_memory.huge_pages_requested() or host_memory.needs_reexec(os.environ))
+    # The CPU fast path in float32 only; the record says so, with the options the step was compiled with.
+    fast_path = record['compute_dtype'] == 'float32'
+    assert record['cpu_fast_path'] is fast_path
+    assert record['compiler_options'] == (cpu.COMPILER_OPTIONS if fast_path else None)
+    assert record['malloc_huge_pages'] is ('glibc.malloc.hugetlb=1' in os.environ.get('GLIBC_TUNABLES', ''))
 
 
 def test_report_writes_a_table_and_a_plot(results_file, tmp_path):
@@ -95,11 +96,11 @@ def test_report_rejects_a_file_that_is_not_results(tmp_path):
 
 
 def test_peak_table_picks_the_right_accelerator():
-  assert benchmark.table_peak_tflops('TPU v5 lite', 'bfloat16') == 197.0
-  assert benchmark.table_peak_tflops('TPU v5p', 'bfloat16') == 459.0
-  assert benchmark.table_peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.0
-  assert benchmark.table_peak_tflops('NVIDIA H200', 'float32') == 494.7
-  assert benchmark.table_peak_tflops('cpu', 'float32') is None
+  assert measure.table_peak_tflops('TPU v5 lite', 'bfloat16') == 197.0
+  assert measure.table_peak_tflops('TPU v5p', 'bfloat16') == 459.0
+  assert measure.table_peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.0
+  assert measure.table_peak_tflops('NVIDIA H200', 'float32') == 494.7
+  assert measure.table_peak_tflops('cpu', 'float32') is None
 
 
 def test_report_keeps_labelled_variants_apart_and_takes_the_median_run():
@@ -107,7 +108,7 @@ def test_report_keeps_labelled_variants_apart_and_takes_the_median_run():
           'device_kind': 'cpu', 'device_count': 1, 'gan_update': 'simultaneous', 'step_ms': 1.0, 'step_ms_p90': 1.0}
   runs = [{**base, 'images_per_sec': rate, 'images_per_sec_per_device': rate, 'label': label}
           for rate, label in ((700, ''), (690, ''), (680, ''), (530, 'ablation'))]
-  rows = benchmark.summarise(runs)
+  rows = report.summarise(runs)
   assert [(r['label'], r['images_per_sec'], r['runs']) for r in rows] == [('', 690, 3), ('ablation', 530, 1)]
-  table = benchmark.markdown_table(rows)
+  table = report.markdown_table(rows)
   assert '| dcgan (simultaneous) |' in table and '| dcgan (simultaneous) [ablation] |' in table
