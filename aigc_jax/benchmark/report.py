@@ -14,22 +14,27 @@ from typing import Any
 _GROUP_KEYS = ('device_kind', 'device_count', 'model', 'compute_dtype', 'mode', 'batch_size', 'width_multiplier')
 
 
+def _json_lines(path: str):
+  """`(line number, record)` for each non-empty line of `path`; raises ValueError naming a bad line."""
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        yield number, json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path}:{number} is not a JSON line: {e.msg}') from None
+
+
 def load_results(paths: list[str]) -> list[dict[str, Any]]:
   """Every JSON line of every file; raises ValueError naming the file and line of a bad one."""
   results = []
   for path in paths:
-    with open(path) as f:
-      for number, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise ValueError(f'{path}:{number} is not a JSON line: {e.msg}') from None
-        missing = [key for key in _GROUP_KEYS + ('images_per_sec_per_device', 'step_ms') if key not in record]
-        if missing:
-          raise ValueError(f'{path}:{number} lacks key {missing[0]!r}; is it a benchmark result file?')
-        results.append(record)
+    for number, record in _json_lines(path):
+      missing = [key for key in _GROUP_KEYS + ('images_per_sec_per_device', 'step_ms') if key not in record]
+      if missing:
+        raise ValueError(f'{path}:{number} lacks key {missing[0]!r}; is it a benchmark result file?')
+      results.append(record)
   return results
 
 
@@ -106,17 +111,10 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 def load_torch_results(path: str) -> list[dict[str, Any]]:
   """The JSON lines of `benchmarks/torch_reference.py` runs; raises ValueError naming a bad line."""
   results = []
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path}:{number} is not a JSON line: {e.msg}') from None
-      if not {'framework', 'model', 'batch_size', 'images_per_sec'} <= set(record):
-        raise ValueError(f'{path}:{number} is not a torch_reference.py result line')
-      results.append(record)
+  for number, record in _json_lines(path):
+    if not {'framework', 'model', 'batch_size', 'images_per_sec'} <= set(record):
+      raise ValueError(f'{path}:{number} is not a torch_reference.py result line')
+    results.append(record)
   return results
 
 

@@ -3,7 +3,7 @@
 One switch, `config.cpu_fast_path`:
 - 'auto': on a CPU backend in float32, models are built with the layers of `aigc_jax.cpu.layers` (the same
   parameters and function as flax's `Conv`, `ConvTranspose` and `Dropout`, computed in forms XLA:CPU runs
-  faster) and the train step is compiled with `COMPILER_OPTIONS`;
+  faster) and the train step is compiled with `compiler_options(config, 'cpu')`;
 - 'off': flax's layers and XLA's default compilation everywhere.
 
 On GPU and TPU, and in bfloat16, 'auto' is 'off': nothing here runs there. The parameter tree is the same
@@ -21,10 +21,13 @@ MODES = ('auto', 'off')
 # moments are copied on every step (the write of a new moment and the update that reads the old one are
 # not ordered by a data dependence). Only buffer assignment changes: the arithmetic is bit for bit the same.
 COPY_INSERTION_OPTION = {'xla_cpu_copy_insertion_use_region_analysis': True}
-# No YNNPACK library fusions: matmuls (the fast layers' Winograd and im2col products) run on Eigen, which
-# was faster here than XLA's default of handing them to YNNPACK, and reductions on XLA's own code. Handing
-# reductions to YNNPACK changed batch-norm gradients by up to 2.5 % on an Intel Xeon with AMX.
+# No YNNPACK library fusions, for the models whose fast layers are mostly matmuls (Winograd, im2col):
+# their products then run on Eigen and reductions on XLA's own code. In-process A/B on the dcgan b256 step
+# (benchmarks/RESULTS.md): faster than XLA's default, which hands dots to YNNPACK, and as fast as handing
+# YNNPACK the reductions alone, which changed batch-norm gradients by up to 2.5 % on an Intel Xeon with
+# AMX. The mlp's plain dense layers run faster with XLA's default, so it keeps that.
 NO_LIBRARY_FUSIONS_OPTION = {'xla_cpu_experimental_ynn_fusion_type': ''}
+MATMUL_LAYER_MODELS = ('dcgan',)
 COMPILER_OPTIONS = {**COPY_INSERTION_OPTION, **NO_LIBRARY_FUSIONS_OPTION}
 
 
@@ -44,5 +47,8 @@ def model_layers(config: ml_collections.ConfigDict, platform: str | None = None)
 
 
 def compiler_options(config: ml_collections.ConfigDict, platform: str) -> dict[str, bool | str]:
-  """The fast path's options for compiling the train step on `platform` (none where it does not apply)."""
-  return dict(COMPILER_OPTIONS) if is_active(config, platform) else {}
+  """The fast path's options for compiling the train step of `config` on `platform` (none where it does
+  not apply)."""
+  if not is_active(config, platform):
+    return {}
+  return dict(COMPILER_OPTIONS if config.model in MATMUL_LAYER_MODELS else COPY_INSERTION_OPTION)

@@ -48,8 +48,8 @@ def _check_form(layer: nn.Module) -> int:
   return strides[0]
 
 
-class Conv(nn.Module):
-  """`nn.Conv` with padding 'SAME': same parameters and function."""
+class _ConvFields(nn.Module):
+  """The fields of flax's `Conv` and `ConvTranspose` that the models set."""
   features: int
   kernel_size: tuple[int, int]
   strides: Any = 1
@@ -59,6 +59,10 @@ class Conv(nn.Module):
   param_dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros_init()
+
+
+class Conv(_ConvFields):
+  """`nn.Conv` with padding 'SAME': same parameters and function."""
 
   @nn.compact
   def __call__(self, x):
@@ -74,17 +78,8 @@ class Conv(nn.Module):
     return y + bias if bias is not None else y
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_ConvFields):
   """`nn.ConvTranspose` with padding 'SAME' and `transpose_kernel=False`: same parameters and function."""
-  features: int
-  kernel_size: tuple[int, int]
-  strides: Any = None
-  padding: Any = 'SAME'
-  use_bias: bool = True
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros_init()
 
   @nn.compact
   def __call__(self, x):
