@@ -6,13 +6,16 @@
 #   launch/device_check.sh --out DIR [--wheels DIR] [--smoke]
 #
 #   --out DIR     where the results go: results.jsonl (one line per benchmark run), torch.jsonl, errors.txt
-#                 (one line per row that failed) and report.md (the table, with the PyTorch comparison)
+#                 (one line per row that failed) and report.md (the table, with the PyTorch comparison);
+#                 a check replaces what an earlier one left there
 #   --wheels DIR  install these wheels first (pip --no-index --no-deps into a private folder), for packages
 #                 the machine lacks; make them with `pip download` (README, "Benchmark")
 #   --smoke       the same rows on the CPU at tiny sizes (a few minutes on 2 cores); CI runs this
 #
 # A row that fails (out of memory, a missing package) is written to errors.txt and the check goes on; the
 # script exits 0 once every row has run, 2 on bad arguments or when no GPU is there without --smoke.
+# Time: each row gets at most ROW_TIMEOUT seconds (default 150) and the rows together CHECK_SECONDS
+# (default 420 on a GPU, 900 with --smoke); rows left when that runs out are recorded as skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,10 +43,6 @@ if [[ -n "$wheels" ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$wheels"/*.whl || exit 2
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-mkdir -p "$out"
-results="$out/results.jsonl" torch_results="$out/torch.jsonl" errors="$out/errors.txt"
-: >"$errors"
-: >"$torch_results"
 
 if [[ $smoke == 1 ]]; then
   export JAX_PLATFORMS=cpu
@@ -56,6 +55,12 @@ else
   fi
   torch_device=cuda
 fi
+
+mkdir -p "$out"
+results="$out/results.jsonl" torch_results="$out/torch.jsonl" errors="$out/errors.txt"
+: >"$results"
+: >"$torch_results"
+: >"$errors"
 
 echo "== machine"
 python3 - <<'EOF'
@@ -89,13 +94,27 @@ else
   )
 fi
 failed=0
+budget=${CHECK_SECONDS:-$([[ $smoke == 1 ]] && echo 900 || echo 420)}
+started=$SECONDS
+row_seconds() {  # the time the next row may take, 0 when the check's budget is spent
+  local left=$((budget - (SECONDS - started)))
+  local row=${ROW_TIMEOUT:-150}
+  ((left < 15)) && { echo 0; return; }
+  echo $((left < row ? left : row))
+}
 run_row() {  # what, command...: runs one row, records a failure and carries on
   local what=$1
   shift
   echo "== $what"
-  local log
+  local seconds log
+  seconds=$(row_seconds)
+  if ((seconds == 0)); then
+    echo "$what: skipped, the check's $budget s are spent" | tee -a "$errors"
+    failed=$((failed + 1))
+    return
+  fi
   log=$(mktemp)
-  if timeout "${ROW_TIMEOUT:-300}" "$@" >"$log" 2>&1; then
+  if timeout "$seconds" "$@" >"$log" 2>&1; then
     tail -n 1 "$log" | cut -c1-300
   else
     local status=$?
@@ -125,7 +144,9 @@ for model in mlp dcgan; do
   steps=$([[ $smoke == 1 ]] && echo 2 || echo 20)
   log=$(mktemp)
   echo "== pytorch $model b$batch ($torch_device)"
-  if timeout "${ROW_TIMEOUT:-300}" python3 benchmarks/torch_reference.py --model="$model" --batch_size="$batch" \
+  seconds=$(row_seconds)
+  ((seconds == 0)) && seconds=1   # out of time: the row fails at once and is recorded
+  if timeout "$seconds" python3 benchmarks/torch_reference.py --model="$model" --batch_size="$batch" \
       --steps="$steps" --device="$torch_device" >"$log" 2>&1; then
     tail -n 1 "$log" | tee -a "$torch_results"
   else

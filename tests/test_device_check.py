@@ -75,3 +75,13 @@ def test_bad_arguments_are_one_line(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert message in result.stderr
+
+
+def test_rows_past_the_time_budget_are_recorded_as_skipped(tmp_path):
+  result = subprocess.run(['bash', 'launch/device_check.sh', '--smoke', '--out', str(tmp_path)], cwd=REPO_ROOT,
+                          env={**_env(), 'CHECK_SECONDS': '1'}, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  errors = (tmp_path / 'errors.txt').read_text().splitlines()
+  assert len([line for line in errors if line.endswith("skipped, the check's 1 s are spent")]) == 8, errors
+  assert not (tmp_path / 'results.jsonl').read_text()
+  assert '== done: 0 benchmark rows' in result.stdout
