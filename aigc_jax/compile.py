@@ -1,6 +1,6 @@
 """The one ahead-of-time compile of the train step: shardings, donation and compiler options.
 
-`train.py`, the benchmark and the tests all compile the step here, so the program that is timed and tested
+`train.py`, the benchmark and the pod plan compile the step here, so the program that is timed and planned
 is the program that trains. The state is donated (updated in place), the batch is split over the mesh's
 data axes, and the step's RNG and metrics are replicated.
 
@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 from aigc_jax import cpu
 from aigc_jax import sharding as sharding_lib
+from aigc_jax import state as state_lib
 from aigc_jax.config_errors import ConfigError
 
 CompilerOptions = dict[str, bool | int | float | str]
@@ -61,7 +62,7 @@ def compile_train_step(config: ml_collections.ConfigDict, train_step: Callable, 
   """`(compiled step, seconds to compile)`: `train_step(state, batch, rng) -> (state, metrics)` compiled for
   states laid out as `abstract_state` (its shardings) and global batches of `batch_shapes`."""
   replicated, batch_sharding = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
-  state_shardings = jax.tree.map(lambda leaf: leaf.sharding, abstract_state)
+  state_shardings = state_lib.shardings_of(abstract_state)
   batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding) for key, s in batch_shapes.items()}
   rng_in = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
   start = time.perf_counter()

@@ -4,8 +4,8 @@ Each family module has `create_gan(image_shape, *, width_multiplier, dtype, **op
 discriminator)`, where `options` are the config fields listed for it in `FAMILY_OPTIONS` (plus
 `num_classes` for a family that takes `conditional`).
 `vae.py` has `create_vae_<name>(image_shape, *, latent_dim, learned_std, width_multiplier, dtype, layers) -> VAE`.
-Families in `LAYERED_FAMILIES` also take `layers` (`models/layers.py`): flax's, or the CPU fast path's
-equivalents where `config.cpu_fast_path` applies (`aigc_jax/cpu`).
+GAN families in `LAYERED_FAMILIES`, and the VAEs, also take `layers` (`models/layers.py`): flax's, or the
+CPU fast path's equivalents where `config.cpu_fast_path` applies (`aigc_jax/cpu`).
 """
 from typing import Callable, NamedTuple
 
@@ -39,8 +39,8 @@ FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
     'sngan_resnet': sngan_resnet.OPTIONS,
     'biggan': biggan.OPTIONS + ('latent_dim',),
 }
-# Families whose convolutions and dropout come from `Layers`.
-LAYERED_FAMILIES = ('dcgan', 'vae_conv', 'vae_mlp')
+# GAN families whose convolutions and dropout come from `Layers`.
+LAYERED_FAMILIES = ('dcgan',)
 FAMILY_SPECIFIC_FIELDS: dict[str, object] = {  # field -> its "not used" default
     'conditional': False, 'base_channels': 0, 'depth_multiplier': 1, 'attention_resolution': 0,
     'weight_init': 'default', 'hierarchical_latent': False, 'shared_embedding_dim': 0,
