@@ -14,13 +14,19 @@ Multi-host: every process calls save and restore (Orbax coordinates them and wri
 once); the state restores into the current sharding whatever the process count that saved it.
 
 Failure handling: a save killed midway leaves only an uncommitted temporary directory, which is ignored
-(and cleaned up) so the previous checkpoint is the one restored. A checkpoint that fails to restore
-(truncated or corrupt files) is reported, moved aside as `<step>.corrupt` (never deleted) and the next
-older one is tried. A save that fails (disk full, read-only workdir) raises `CheckpointError`.
+(and cleaned up by the training process) so the previous checkpoint is the one restored. A checkpoint that
+fails to restore (truncated or corrupt files, or a config item that does not read) is reported, moved aside
+as `<step>.corrupt` by training (never deleted) and the next older one is tried. A save that fails (disk
+full, read-only workdir) raises `CheckpointError`.
+
+Tools that only read a workdir (`sample`, `evaluate`) open it with `read_only=True`: they never create,
+clean up or move anything there, so they can run beside a training run that is saving.
 """
 import dataclasses
 import os
+import sys
 import time
+import warnings
 from typing import Any
 
 import flax
@@ -37,9 +43,40 @@ class CheckpointError(RuntimeError):
   """A checkpoint could not be saved or no usable checkpoint could be restored; the message is one line."""
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+  """`error` as `Type: message` on one line of at most about 300 characters: its start and its end, where
+  storage errors put the cause (e.g. `No space left on device`) after long paths."""
   text = ' '.join(str(error).split())
-  return f'{type(error).__name__}: {text[:300]}' if text else type(error).__name__
+  if len(text) > 300:
+    text = f'{text[:150]} ... {text[-150:]}'
+  return f'{type(error).__name__}: {text}' if text else type(error).__name__
+
+
+def _is_late_callback_of_failed_io(kind: type, value: BaseException, traceback: Any) -> bool:
+  """Whether an unraisable error is a storage read or write completing after its asyncio loop closed: once
+  one array of a restore or save fails, Orbax's loop ends while the other arrays' I/O still runs, and
+  each of them then reports `Event loop is closed` as a traceback."""
+  if kind is not RuntimeError or str(value) != 'Event loop is closed':
+    return False
+  while traceback is not None and traceback.tb_next is not None:
+    traceback = traceback.tb_next
+  return traceback is not None and f'{os.sep}asyncio{os.sep}' in traceback.tb_frame.f_code.co_filename
+
+
+def _quiet_late_callbacks_of_failed_io() -> None:
+  """Drops the tracebacks `_is_late_callback_of_failed_io` describes, for good (the failure itself is
+  reported once, by the save or restore that failed). TensorStore reports them as unraisable errors."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_late_io_callbacks', False):
+    return
+
+  def hook(unraisable):
+    if not _is_late_callback_of_failed_io(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback):
+      previous(unraisable)
+  hook.drops_late_io_callbacks = True
+  sys.unraisablehook = hook
+  # The failed save's handlers that never ran are garbage-collected at exit, each with a warning.
+  warnings.filterwarnings('ignore', r"coroutine '\w+Handler\.\w+' was never awaited", RuntimeWarning)
 
 
 class TfIteratorHandler(ocp.CheckpointHandler):
@@ -110,12 +147,18 @@ def _from_restored(target_state: Any, restored: Any) -> Any:
 class Checkpointer:
   """Saves and restores (train state, data iterator, config) under `directory`, keeping the newest `keep`."""
 
-  def __init__(self, directory: str, *, keep: int, async_save: bool = True):
-    _remove_uncommitted_saves(directory)
+  def __init__(self, directory: str, *, keep: int, async_save: bool = True, read_only: bool = False):
+    """`read_only`: for tools beside (or after) training; nothing under `directory` is created or removed."""
+    self._pending = None  # the step of the asynchronous save in flight
+    _quiet_late_callbacks_of_failed_io()
+    if not read_only:
+      _remove_uncommitted_saves(directory)
+    options = (ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None, save_interval_steps=0,
+                                            enable_async_checkpointing=False) if read_only else
+               ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save))
     self._manager = ocp.CheckpointManager(
         directory if '://' in directory else os.path.abspath(directory),  # local, or a bucket (gs://...)
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=async_save),
+        options=options,
         item_handlers={'state': ocp.StandardCheckpointHandler(), 'data': TfIteratorHandler(),
                        'data_layout': ocp.JsonCheckpointHandler(), 'config': ocp.JsonCheckpointHandler()})
 
@@ -137,6 +180,7 @@ class Checkpointer:
     Raises `CheckpointError` if this save, or the previous asynchronous one, failed.
     """
     layout = dict(data_iterator.layout, process_count=jax.process_count())
+    self.wait_until_finished()  # Orbax would wait inside save(); here a failure names the save that failed
     try:
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(_state_target(state)),
@@ -145,35 +189,47 @@ class Checkpointer:
           config=ocp.args.JsonSave(config.to_dict())), force=True)
     except Exception as e:  # Orbax and the file system raise many types.
       raise CheckpointError(self._save_failed(f'saving checkpoint {step}', e)) from e
+    self._pending = step
 
   def _save_failed(self, what: str, error: BaseException) -> str:
     good = self.latest_step()
     kept = f'the last good checkpoint is {self.directory}/{good}' if good is not None else 'no checkpoint was kept'
-    return f'{what} in {self.directory} failed ({_one_line(error)}); {kept}'
+    return f'{what} in {self.directory} failed ({one_line(error)}); {kept}'
 
-  def restore_latest(self, target_state: Any, data_iterator: Any) -> tuple[Any, int] | None:
-    """Restores the newest checkpoint that restores cleanly; None when there is none at all.
+  def restore_latest(self, target_state: Any, data_iterator: Any) -> tuple[Any, int, dict[str, Any]] | None:
+    """`(state, step, config)` of the newest checkpoint that restores cleanly; None when there is none at all.
 
-    Corrupt checkpoints are skipped with a warning and moved aside as `<step>.corrupt`; if none restores,
-    raises `CheckpointError` and leaves every file where it was.
+    A checkpoint is unusable when its state or its config item fails to read. Unusable ones are skipped
+    with a warning and moved aside as `<step>.corrupt`; if none restores, raises `CheckpointError` and
+    leaves every file where it was.
     """
-    steps = sorted(self.all_steps(), reverse=True)
     failures = []
-    for step in steps:
+    for step in sorted(self.all_steps(), reverse=True):
       try:
+        config = self.restore_config(step)
         state = self.restore(step, target_state, data_iterator)
       except Exception as e:  # A damaged checkpoint can fail in many ways (tensorstore, TF, JSON, ...).
         logging.warning('checkpoint %s/%d is unusable, trying an older one: %s', self.directory, step,
-                        _one_line(e))
+                        one_line(e))
         failures.append((step, e))
         continue
       for bad_step, _ in failures:
         self._quarantine(bad_step)
-      return state, step
+      return state, step, config
     if failures:
       newest, error = failures[0]
       raise CheckpointError(f'no usable checkpoint in {self.directory}: steps {[s for s, _ in failures]} all '
-                            f'failed to restore (step {newest}: {_one_line(error)}); nothing was deleted')
+                            f'failed to restore (step {newest}: {one_line(error)}); nothing was deleted')
+    return None
+
+  def newest_config(self) -> tuple[int, dict[str, Any]] | None:
+    """`(step, config)` of the newest checkpoint whose config item reads (past damaged ones, which
+    `restore_latest` reports); None when no checkpoint has one. Reads only."""
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        return step, self.restore_config(step)
+      except Exception:  # pylint: disable=broad-except  (JSON, missing files, tensorstore, ...)
+        continue
     return None
 
   def _quarantine(self, step: int) -> None:
@@ -222,14 +278,19 @@ class Checkpointer:
     return _from_restored(target_state, restored['state'])
 
   def restore_config(self, step: int) -> dict[str, Any]:
-    return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
+    """The config saved with `step`; raises if that item is missing or is not a JSON object."""
+    config = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
+    if not isinstance(config, dict):
+      raise ValueError(f'the config item of checkpoint {step} is a {type(config).__name__}, not a JSON object')
+    return config
 
   def wait_until_finished(self) -> None:
     """Blocks until the pending asynchronous save is committed; raises `CheckpointError` if it failed."""
+    pending, self._pending = self._pending, None
     try:
       self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
-      raise CheckpointError(self._save_failed('finishing a checkpoint save', e)) from e
+      raise CheckpointError(self._save_failed(f'saving checkpoint {pending}', e)) from e
 
   def close(self) -> None:
     self._manager.close()

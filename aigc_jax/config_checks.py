@@ -3,6 +3,7 @@
 A bad config raises `ConfigError` whose message is one line naming the field, what was given and what is
 allowed; `main` prints it and exits non-zero.
 """
+import os
 import uuid
 from typing import Any
 
@@ -23,6 +24,7 @@ from aigc_jax.optimizers import LR_SCHEDULES
 from aigc_jax.vae_losses import BINARIZATIONS, LIKELIHOODS
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+MAX_IMAGE_SIZE = 1024  # the largest of the field's GANs (StyleGAN's FFHQ); beyond it memory, not quality, rules
 
 
 # field -> (allowed types, check or None, description of allowed values)
@@ -77,7 +79,8 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'train_split': ((str,), None, 'a TFDS split'),
     'image_key': ((str,), None, 'a feature name'),
     'label_key': ((str,), None, 'a feature name'),
-    'image_size': ((int,), *_non_negative),
+    'image_size': ((int,), lambda v: 0 <= v <= MAX_IMAGE_SIZE,
+                   f"0 (the dataset's own size) or an integer in [1, {MAX_IMAGE_SIZE}]"),
     'shuffle_buffer': ((int,), *_positive),
     'batch_size': ((int,), *_positive),
     'num_train_steps': ((int,), *_positive),
@@ -242,12 +245,21 @@ def _validate_dataset(name: str) -> None:
 
 
 def check_workdir(workdir: str) -> None:
-  """Creates `workdir` (a local path or a bucket URL such as gs://bucket/run) if needed and proves it
-  writable, touching nothing already in it."""
+  """Proves that `workdir` (a local path or a bucket URL such as gs://bucket/run) can be written, without
+  creating it or touching anything in it: training creates it only once everything else is ready."""
   path = epath.Path(workdir)
+  if '://' not in workdir and not path.exists():
+    parent = path.parent
+    while not parent.exists():
+      parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+      raise ConfigError(f'workdir {workdir!r} is not writable: {os.fspath(parent)!r} is not a writable directory')
+    return
+  if path.exists() and not path.is_dir():
+    raise ConfigError(f'workdir {workdir!r} is not a directory')
   probe = path / f'.write_test_{uuid.uuid4().hex}'  # unique: every process of a multi-host run probes
   try:
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)  # a bucket has no directories: this only checks access
     probe.write_bytes(b'')
     probe.unlink()
   except Exception as e:  # pylint: disable=broad-except  (OSError locally; a storage client's own types)

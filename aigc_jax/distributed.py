@@ -9,12 +9,12 @@
 - `off`: never (e.g. one process inside a multi-task SLURM allocation).
 
 Failure bounds (seconds, all configurable): every process must join within `--initialization_timeout`,
-else each waiting process prints one `error:` line and exits 1; a process that dies (or stops sending
-heartbeats) is detected by the coordinator within `--heartbeat_timeout`, and JAX then terminates every
-other process with the fatal log line `Terminating process because the JAX distributed service detected
-fatal errors ... another task died`; a process that exits while others still run waits at most
-`--shutdown_timeout` for them at the shutdown barrier before JAX ends them the same way. If process 0 (the
-coordinator) dies, the others lose the service and end within seconds.
+else each waiting process prints one `error:` line and exits 1. A process that dies, hangs or fails is
+named by every other process within `--peer_timeout` (+1 s) in one `error:` line, and they exit 1 (see
+`PeerWatch`); if process 0 (the coordinator) dies, the others say so within a second or two. JAX's own
+check (`--heartbeat_timeout`, which must be longer) is the backstop: it aborts the survivors with a fatal
+log line. A process that exits while others still run waits at most `--shutdown_timeout` for them at the
+shutdown barrier.
 
 On CPU the processes' collectives go through gloo, so several processes on one machine form a real
 multi-host run (`launch/local_multiprocess.sh`).
@@ -41,6 +41,10 @@ _INIT_TIMEOUT = flags.DEFINE_integer('initialization_timeout', 300,
 _HEARTBEAT_TIMEOUT = flags.DEFINE_integer('heartbeat_timeout', 100,
                                           'Seconds without heartbeats after which a process counts as dead '
                                           'and every process is stopped.', lower_bound=1)
+_PEER_TIMEOUT = flags.DEFINE_integer('peer_timeout', 30,
+                                     'Seconds without a sign of life from another process after which every '
+                                     'process stops with one error line naming it; below --heartbeat_timeout.',
+                                     lower_bound=2)
 _SHUTDOWN_TIMEOUT = flags.DEFINE_integer('shutdown_timeout', 300,
                                          'Seconds a finished process waits for the others at exit.', lower_bound=1)
 
@@ -59,11 +63,12 @@ class Settings:
   initialization_timeout: int = 300
   heartbeat_timeout: int = 100
   shutdown_timeout: int = 300
+  peer_timeout: int = 30
 
 
 def settings_from_flags() -> Settings:
   return Settings(_MODE.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value,
-                  _HEARTBEAT_TIMEOUT.value, _SHUTDOWN_TIMEOUT.value)
+                  _HEARTBEAT_TIMEOUT.value, _SHUTDOWN_TIMEOUT.value, _PEER_TIMEOUT.value)
 
 
 def check(settings: Settings) -> None:
@@ -84,6 +89,10 @@ def check(settings: Settings) -> None:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
       raise DistributedError(f'--coordinator_address={settings.coordinator_address!r} is not allowed; allowed: '
                              'HOST:PORT with a port in 1..65535, e.g. 10.0.0.1:1234')
+  if settings.peer_timeout >= settings.heartbeat_timeout:
+    raise DistributedError(f'--peer_timeout={settings.peer_timeout} is not allowed; allowed: fewer seconds than '
+                           f'--heartbeat_timeout={settings.heartbeat_timeout}, so that a lost process is named '
+                           'before JAX aborts the others')
   if settings.num_processes is not None and settings.num_processes < 1:
     raise DistributedError(f'--num_processes={settings.num_processes} is not allowed; allowed: an integer >= 1')
   if settings.process_id is not None:
@@ -123,8 +132,9 @@ def _describe(settings: Settings) -> str:
   return f'{who}, coordinator {where}'
 
 
-def initialize(settings: Settings, environ: Mapping[str, str] = os.environ) -> bool:
-  """Joins the multi-process run `settings` describes, if any; returns whether it did.
+def initialize(settings: Settings, environ: Mapping[str, str] = os.environ) -> 'PeerWatch | None':
+  """Joins the multi-process run `settings` describes, if any, and starts watching the other processes
+  (see `PeerWatch`); returns the watch, or None for a one-process run.
 
   Must run before anything touches a jax backend. Raises `DistributedError` for bad flags. If the run does
   not form within `initialization_timeout` (the coordinator unreachable, a process missing), prints one
@@ -132,7 +142,7 @@ def initialize(settings: Settings, environ: Mapping[str, str] = os.environ) -> b
   """
   check(settings)
   if not should_initialize(settings, environ):
-    return False
+    return None
   import jax  # pylint: disable=g-import-not-at-top  (after flag checks; before any backend exists)
 
   # gloo: cross-process collectives of the CPU backend (the default in jax 0.10, set so it stays so); it
@@ -158,9 +168,95 @@ def initialize(settings: Settings, environ: Mapping[str, str] = os.environ) -> b
                            'give --coordinator_address, --num_processes and --process_id, or run on a TPU pod, '
                            'under SLURM or Open MPI') from None
   timer.cancel()
-  logging.info('joined as process %d of %d in %.1fs; a process that stops for %ds stops them all',
-               jax.process_index(), jax.process_count(), time.monotonic() - start, settings.heartbeat_timeout)
-  return True
+  logging.info('joined as process %d of %d in %.1fs; a process silent for %ds stops them all',
+               jax.process_index(), jax.process_count(), time.monotonic() - start, settings.peer_timeout)
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top  (its KV store)
+  watch = PeerWatch(jax_distributed.global_state.client, jax.process_index(), jax.process_count(),
+                    settings.peer_timeout)
+  watch.start()
+  return watch
+
+
+class PeerWatch:
+  """Names a lost process within a bound, in one line, on every other process.
+
+  Each process publishes a counter in the coordination service's key-value store every second. A process
+  whose counter stops for `timeout` seconds (killed, crashed, hung) or that leaves with an error, and the
+  coordinator's service itself (process 0) going away, make every other process print one `error:` line
+  naming it and exit 1 at once. Without this a survivor waits in a collective until JAX's own heartbeat
+  check aborts it with a fatal log that blames "another task".
+  """
+  _PREFIX = 'aigc_jax/peers'
+  _FAILED_GRACE = 5.0  # seconds for this process to report an error of its own first
+
+  def __init__(self, client, process_id: int, num_processes: int, timeout: float, interval: float = 1.0):
+    self._client, self._me, self._count = client, process_id, num_processes
+    self._timeout, self._interval = timeout, interval
+    self._stopped = threading.Event()
+    self._failed_since = {}
+    self._thread = threading.Thread(target=self._watch, name='peer_watch', daemon=True)
+
+  def start(self) -> None:
+    self._thread.start()
+
+  def finish(self) -> None:
+    """This process ended well: the others stop expecting signs of life from it."""
+    self._leave('done')
+
+  def fail(self) -> None:
+    """This process ends with an error: the others stop too, naming it."""
+    self._leave('failed')
+
+  def name_the_lost_process(self) -> None:
+    """After a collective failed: waits until the watch names the process that was lost (ending this one),
+    at most `timeout` seconds and a little more; returns if it named none."""
+    deadline = time.monotonic() + self._timeout + 2 * self._interval
+    while time.monotonic() < deadline and self._thread.is_alive():
+      time.sleep(0.1)
+
+  def _leave(self, how: str) -> None:
+    self._stopped.set()
+    try:
+      self._client.key_value_set(f'{self._PREFIX}/{how}/{self._me}', '1', allow_overwrite=True)
+    except Exception:  # pylint: disable=broad-except  (the service may already be gone)
+      pass
+
+  def _watch(self) -> None:
+    beat = 0
+    seen = {process: (None, time.monotonic()) for process in range(self._count) if process != self._me}
+    while not self._stopped.wait(0 if beat == 0 else self._interval):
+      beat += 1
+      try:
+        self._client.key_value_set(f'{self._PREFIX}/alive/{self._me}', str(beat), allow_overwrite=True)
+        entries = dict(self._client.key_value_dir_get(f'{self._PREFIX}/'))
+      except Exception as e:  # pylint: disable=broad-except  (the coordination service is unreachable)
+        if self._stopped.is_set():
+          return
+        self._lost(f'lost the coordination service of process 0 ({" ".join(str(e).split())[:200]}): '
+                   'process 0 probably died or was killed')
+      now = time.monotonic()
+      for process, (value, since) in seen.items():
+        state = lambda how, p=process: entries.get(f'{self._PREFIX}/{how}/{p}')  # noqa: E731
+        if state('done'):
+          continue
+        if state('failed'):
+          failed_since = self._failed_since.setdefault(process, now)
+          if now - failed_since >= self._FAILED_GRACE:  # the same error (e.g. a config one) stops this process too
+            self._lost(f'process {process} of {self._count} stopped with an error (see its log)')
+          continue
+        current = state('alive')
+        if current != value:
+          seen[process] = (current, now)
+        elif now - since > self._timeout:
+          self._lost(f'process {process} of {self._count} gave no sign of life for {self._timeout:g}s: it '
+                     'was killed, crashed or hangs (see its log)')
+
+  def _lost(self, why: str) -> None:
+    if self._stopped.is_set():
+      return
+    print(f'error: {why}; process {self._me} stops too', file=sys.stderr, flush=True)
+    logging.flush()
+    os._exit(1)  # pylint: disable=protected-access  (the main thread may be blocked in a collective)
 
 
 def _give_up(what: str, timeout: int) -> None:
@@ -185,14 +281,27 @@ def failed_across_processes(error: BaseException) -> BaseException | None:
   return None
 
 
-def exit_failed_across_processes(error: BaseException, status: int = 1) -> NoReturn:
+def exit_with_error(message: str, status: int) -> NoReturn:
+  """Prints `error: message` and ends this process of a multi-process run at once, skipping JAX's shutdown
+  barrier: the other processes stop on their own (see `PeerWatch`), so nobody waits there."""
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  logging.flush()
+  sys.stdout.flush()
+  os._exit(status)  # pylint: disable=protected-access
+
+
+def exit_failed_across_processes(error: BaseException, status: int = 1, peers: PeerWatch | None = None) -> NoReturn:
   """Prints one `error:` line about `error` (see `failed_across_processes`) and ends this process at once.
+
+  With `peers`, first gives them time to name the process that was lost (their line then replaces this one).
 
   Skips the exit-time shutdown barrier on purpose: it would wait up to `--shutdown_timeout` for a process
   that may be dead, while this exit already tells the coordination service (or, from process 0, every
   process) that the run is over.
   """
   import jax  # pylint: disable=g-import-not-at-top
+  if peers is not None:
+    peers.name_the_lost_process()
   text = ' '.join(str(error).split())[:300]
   print(f'error: process {jax.process_index()} of {jax.process_count()} lost the multi-process run '
         f'({type(error).__name__}: {text}); another process probably died or was killed: see its log',

@@ -1,6 +1,6 @@
 """`python -m aigc_jax.evaluate --workdir=DIR [--num_samples=N] [--baseline=...] [--config.eval.<key>=value]`.
 
-Scores the newest checkpoint's generator (FID, KID, IS, precision/recall with the configured feature
+Scores the newest usable checkpoint's generator (FID, KID, IS, precision/recall with the configured feature
 network; for a VAE, its decoder's mean on prior latents) and prints one JSON line; the EMA generator when the
 run has one (`"ema": true` in the line), unless `--config.sample_with_ema=False`. `--baseline=noise` scores
 uniform noise images instead and
@@ -12,7 +12,6 @@ import os
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from aigc_jax import cli
 from configs import default
@@ -21,12 +20,12 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir with checkpo
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Generated samples (default: config.eval.num_samples).')
 _BASELINE = flags.DEFINE_enum('baseline', 'generator', ['generator', 'noise', 'real_halves'],
                               'What to score: the generator, uniform noise images, or half the real data.')
-_CONFIG = config_flags.DEFINE_config_dict('config', default.get_config(),
-                                          'Overrides of the run config, e.g. --config.eval.inception_weights=PATH.')
+_CONFIG = cli.define_config_overrides(default.get_config(),
+                                      'Overrides of the run config, e.g. --config.eval.inception_weights=PATH.')
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  remaining = cli.parse_flags(argv, config_keys=lambda _: sorted(default.get_config().keys()))
+  remaining = cli.parse_flags(argv, config=default.get_config())
   if not _WORKDIR.value:
     cli.fail('--workdir is required')
   if _NUM_SAMPLES.value is not None and _NUM_SAMPLES.value < 10:
@@ -40,6 +39,7 @@ def main(argv: list[str]) -> None:
   cli.quiet_orbax_info()
   cli.hide_gpus_from_tensorflow()
   from aigc_jax import restored_run  # pylint: disable=g-import-not-at-top  (jax and TF: after flag checks)
+  from aigc_jax.checkpointing import CheckpointError  # pylint: disable=g-import-not-at-top
   from aigc_jax.config_errors import ConfigError  # pylint: disable=g-import-not-at-top
   from aigc_jax.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
 
@@ -53,6 +53,8 @@ def main(argv: list[str]) -> None:
                                         state_shardings=run.state_shardings)
   except ConfigError as e:
     cli.fail(str(e))
+  except CheckpointError as e:
+    cli.fail(str(e), status=cli.EXIT_RUN_FAILED)
   scores = {'generator': lambda: evaluator(run.state), 'noise': evaluator.noise_baseline,
             'real_halves': evaluator.real_halves_baseline}[_BASELINE.value]()
   num_samples = len(evaluator.reference) // 2 if _BASELINE.value == 'real_halves' else run.config.eval.num_samples

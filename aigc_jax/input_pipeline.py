@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 
 import aigc_jax.datasets  # noqa: F401  (registers the offline TFDS builders)
 from aigc_jax import steps
+from aigc_jax.config_errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +60,23 @@ def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def check_split(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, field: str, split: str) -> None:
+  """A one-line `ConfigError` unless `split` (e.g. 'train' or 'train[:90%]') names data of the dataset."""
+  try:
+    builder.info.splits[split].num_examples  # pylint: disable=expression-not-assigned
+  except Exception:  # tfds raises KeyError or ValueError, depending on the split string
+    raise ConfigError(f'config.{field}={split!r} is not a split of {config.dataset!r}; allowed: '
+                      f'{", ".join(sorted(builder.info.splits))} (or a TFDS slice of one, e.g. train[:90%])') from None
+
+
 def dataset_info(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> DatasetInfo:
   """Image shape (after the optional resize), class count and split size of the configured dataset."""
   features = builder.info.features
+  images = sorted(name for name, feature in features.items() if isinstance(feature, tfds.features.Image))
+  if config.image_key not in images:
+    raise ConfigError(f'config.image_key={config.image_key!r} is not an image feature of {config.dataset!r}; '
+                      f'allowed: {", ".join(images) or "none (the dataset has no image feature)"}')
+  check_split(config, builder, 'train_split', config.train_split)
   height, width, channels = features[config.image_key].shape
   if config.image_size:
     height = width = config.image_size

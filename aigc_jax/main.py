@@ -3,7 +3,8 @@
 Bad input (a config file that does not load, an unknown key, a value of the wrong type or out of range, an
 unwritable workdir, a batch the devices cannot split) ends with one `error:` line and exit status 2; a run
 that cannot continue (a checkpoint that cannot be saved or restored, too many non-finite steps) with one
-`error:` line and exit status 1. SIGTERM/SIGINT save a checkpoint and exit 0.
+`error:` line and exit status 1. SIGTERM/SIGINT save a checkpoint and exit 0 (during set-up, before the first
+step: they exit 0 with no checkpoint written).
 
 Multi-process (multi-host) runs: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each
 process, or nothing under SLURM / Open MPI, or `--distributed=on` on TPU pods; see `distributed.py`.
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> None:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   cli.hide_gpus_from_tensorflow()
   try:
-    distributed.initialize(distributed.settings_from_flags())  # before anything touches a jax backend
+    peers = distributed.initialize(distributed.settings_from_flags())  # before anything touches a jax backend
   except distributed.DistributedError as e:
     cli.fail(str(e))
   import jax  # pylint: disable=g-import-not-at-top
@@ -47,15 +48,22 @@ def main(argv: list[str]) -> None:
   logging.info('jax %s: %d process(es), %d device(s)', jax.__version__, jax.process_count(), jax.device_count())
   try:
     train.train_and_evaluate(_CONFIG.value, cli.absolute_workdir(_WORKDIR.value))
-  except Exception as e:  # pylint: disable=broad-except
+  except train.StoppedDuringSetup as e:
+    logging.warning('%s; no checkpoint was written', e)
+  except BaseException as e:  # pylint: disable=broad-except
     lost = distributed.failed_across_processes(e)  # e.g. a collective with a process that died
     if lost is not None:
-      distributed.exit_failed_across_processes(lost, status=cli.EXIT_RUN_FAILED)
+      distributed.exit_failed_across_processes(lost, status=cli.EXIT_RUN_FAILED, peers=peers)
+    if peers:
+      peers.fail()  # the other processes stop too, naming this one
+    fail = cli.fail if peers is None else distributed.exit_with_error
     if isinstance(e, ConfigError):
-      cli.fail(str(e))
+      fail(str(e), status=cli.EXIT_BAD_INPUT)
     if isinstance(e, (CheckpointError, train.TrainingStopped)):
-      cli.fail(str(e), status=cli.EXIT_RUN_FAILED)
+      fail(str(e), status=cli.EXIT_RUN_FAILED)
     raise
+  if peers:
+    peers.finish()
 
 
 if __name__ == '__main__':

@@ -1,16 +1,18 @@
 """A trained run rebuilt from its workdir, for the evaluate and sample tools.
 
-The config comes from the newest checkpoint (fields added since it was written take their defaults from
+The config comes from the newest usable checkpoint (fields added since it was written take their defaults from
 `configs/default.py`), then the command line's `--config.<key>=value` overrides; the models, mesh and
 train state are rebuilt from it and the state restored into its sharded layout.
 """
 import copy
+import json
 import os
 from typing import Any, Mapping, NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from aigc_jax import checkpointing, config_checks, families, input_pipeline, train
 from aigc_jax import ema as ema_lib
@@ -50,38 +52,72 @@ def run_config(saved: Mapping[str, Any], overrides: Mapping[str, Any]) -> ml_col
   return ml_collections.ConfigDict(merged)
 
 
-def latest_checkpoint(workdir: str) -> tuple[checkpointing.Checkpointer, int]:
-  """The workdir's checkpointer and newest step; a one-line `ConfigError` if there is none."""
+def open_checkpoints(workdir: str) -> checkpointing.Checkpointer:
+  """The workdir's checkpoints, opened read-only; a one-line `ConfigError` if there are none."""
   if not os.path.isdir(workdir):
     raise ConfigError(f'workdir {workdir!r} does not exist')
   directory = os.path.join(workdir, 'checkpoints')
   if not os.path.isdir(directory):
     raise ConfigError(f'no checkpoint in workdir {workdir!r} (no checkpoints/ directory); train one with '
                       f'python -m aigc_jax.main --config=... --workdir={workdir}')
-  checkpointer = checkpointing.Checkpointer(directory, keep=1_000_000, async_save=False)
-  step = checkpointer.latest_step()
-  if step is None:
+  checkpointer = checkpointing.Checkpointer(directory, keep=1, read_only=True)
+  if checkpointer.latest_step() is None:
     raise ConfigError(f'no checkpoint in {directory!r}')
-  return checkpointer, step
+  return checkpointer
 
 
-def restore(workdir: str, overrides: Mapping[str, Any]) -> RestoredRun:
-  """Rebuilds the run in `workdir` from its newest checkpoint (read-only: nothing is written there)."""
-  checkpointer, step = latest_checkpoint(workdir)
-  saved = checkpointer.restore_config(step)
-  config = run_config(saved, overrides)
-  config_checks.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
+def _check_ema(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> None:
   saved_ema = saved.get('ema_decay', 0)
   if (saved_ema > 0) != ema_lib.enabled(config):
     raise ConfigError(f'config.ema_decay={config.ema_decay!r} does not match the checkpoint\'s {saved_ema!r}, whose '
                       f'train state {"has" if saved_ema > 0 else "lacks"} an EMA generator; allowed: leave ema_decay '
                       'as saved (--config.sample_with_ema=False samples the raw generator)')
-  builder, info, family = train.prepare_data_and_models(config)
-  mesh = sharding_lib.mesh_from_config(config)
-  _, abstract = state_lib.initializer_from_config(config, mesh, family.init_state)
-  state = checkpointer.restore_state(step, abstract)
-  checkpointer.close()
-  return RestoredRun(config, step, info, builder, family, mesh, state, state_lib.shardings_of(abstract))
+
+
+def restore(workdir: str, overrides: Mapping[str, Any]) -> RestoredRun:
+  """Rebuilds the run in `workdir` from its newest usable checkpoint, read-only: nothing is written, moved or
+  removed there, so it can run beside training.
+
+  A damaged checkpoint (its config or state does not read) is skipped with a warning for the next older
+  one; `checkpointing.CheckpointError` if none is usable. Bad overrides raise `ConfigError`.
+  """
+  checkpointer = open_checkpoints(workdir)
+  built = {}  # the config as JSON -> what was built for it: checkpoints of one run share it
+  failures = []
+  try:
+    for step in sorted(checkpointer.all_steps(), reverse=True):
+      try:
+        saved = checkpointer.restore_config(step)
+      except Exception as e:  # pylint: disable=broad-except  (JSON, missing files, ...)
+        failures.append(_skip(checkpointer, step, e))
+        continue
+      config = run_config(saved, overrides)
+      config_checks.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
+      _check_ema(config, saved)
+      key = json.dumps(config.to_dict(), sort_keys=True, default=str)
+      if key not in built:
+        builder, info, family = train.prepare_data_and_models(config)
+        mesh = sharding_lib.mesh_from_config(config)
+        _, abstract = state_lib.initializer_from_config(config, mesh, family.init_state)
+        built[key] = builder, info, family, mesh, abstract
+      builder, info, family, mesh, abstract = built[key]
+      try:
+        state = checkpointer.restore_state(step, abstract)
+      except Exception as e:  # pylint: disable=broad-except  (tensorstore, missing or truncated files, ...)
+        failures.append(_skip(checkpointer, step, e))
+        continue
+      return RestoredRun(config, step, info, builder, family, mesh, state, state_lib.shardings_of(abstract))
+  finally:
+    checkpointer.close()
+  raise checkpointing.CheckpointError(
+      f'no usable checkpoint in {checkpointer.directory}: steps {", ".join(failures)} all failed to restore; '
+      'nothing was changed there')
+
+
+def _skip(checkpointer: checkpointing.Checkpointer, step: int, error: Exception) -> str:
+  logging.warning('checkpoint %s/%d is unusable, trying an older one: %s', checkpointer.directory, step,
+                  checkpointing.one_line(error))
+  return str(step)
 
 
 def config_overrides(argv: list[str], parsed: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """`python -m aigc_jax.sample --workdir=DIR --num_samples=N --output=FILE.npz|FILE.png [options]`.
 
-Writes samples from the newest checkpoint's generator (its EMA when the run has one;
+Writes samples from the newest usable checkpoint's generator (its EMA when the run has one;
 `--config.sample_with_ema=False` for the raw one; a VAE's: its decoder's mean on prior latents):
 `FILE.npz` holds `images`, uint8 `[N, H, W, C]`; `FILE.png` a grid. `--seed` picks the latents,
 `--truncation=T` draws them from a normal truncated to
@@ -13,7 +13,6 @@ import os
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from aigc_jax import cli
 from configs import default
@@ -25,12 +24,12 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latents.')
 _LABEL = flags.DEFINE_integer('label', None, 'Class label, for class-conditional models.')
 _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncate latents to [-T, T]; 0 = off.')
 _INTERPOLATE = flags.DEFINE_integer('interpolate', 0, 'K >= 2: latent interpolation strips of K steps (PNG).')
-_CONFIG = config_flags.DEFINE_config_dict('config', default.get_config(), 'Overrides of the run config.')
+_CONFIG = cli.define_config_overrides(default.get_config(), 'Overrides of the run config.')
 _EXTENSIONS = ('.npz', '.png')
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  remaining = cli.parse_flags(argv, config_keys=lambda _: sorted(default.get_config().keys()))
+  remaining = cli.parse_flags(argv, config=default.get_config())
   if not _WORKDIR.value:
     cli.fail('--workdir is required')
   if not _OUTPUT.value or not _OUTPUT.value.endswith(_EXTENSIONS):
@@ -88,6 +87,7 @@ def main(argv: list[str]) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from aigc_jax import image_grid, restored_run  # pylint: disable=g-import-not-at-top
+  from aigc_jax.checkpointing import CheckpointError  # pylint: disable=g-import-not-at-top
   from aigc_jax.config_errors import ConfigError  # pylint: disable=g-import-not-at-top
 
   try:
@@ -95,6 +95,8 @@ def main(argv: list[str]) -> None:
                                restored_run.config_overrides(sys.argv[1:], _CONFIG.value))
   except ConfigError as e:
     cli.fail(str(e))
+  except CheckpointError as e:
+    cli.fail(str(e), status=cli.EXIT_RUN_FAILED)
   num_classes = run.family.num_classes
   if _LABEL.value is not None and not num_classes:
     cli.fail(f'--label={_LABEL.value} needs a class-conditional model, but config.model='

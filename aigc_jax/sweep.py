@@ -169,4 +169,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, config_keys=lambda _: []))
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv))

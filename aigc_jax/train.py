@@ -1,6 +1,7 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-Sections: setup -> mesh -> input -> models -> state (born sharded, or restored) -> compile -> loop.
+Sections: setup (validate, data, models) -> mesh and state layout -> input -> compile -> the workdir (created
+only now) -> state (born sharded, or restored) -> loop. Nothing is written before the compiled step exists.
 No model math lives here: the steps are in `steps.py`, the models in `models/`. The model family (GAN or
 VAE) arrives as a `families.Family`: its state initialiser, train step, sampler and reporter (image grids,
 held-out evaluations), so the loop is the same for both.
@@ -46,6 +47,10 @@ class TrainingStopped(RuntimeError):
   """Training cannot usefully continue (e.g. too many non-finite steps in a row); message is one line."""
 
 
+class StoppedDuringSetup(Exception):
+  """SIGTERM or SIGINT arrived before the first step: the run stops with nothing written."""
+
+
 class PreemptionWatch(contextlib.AbstractContextManager):
   """Turns SIGTERM/SIGINT into a request to stop after the current step.
 
@@ -83,6 +88,12 @@ class PreemptionWatch(contextlib.AbstractContextManager):
       signal.signal(signum, handler)
     return False
 
+  def stop_if_requested_during_setup(self, stage: str) -> None:
+    """Raises `StoppedDuringSetup` if a stop was requested (single process; a multi-host run stops at its
+    first step, which every process reaches)."""
+    if self._requested.is_set():
+      raise StoppedDuringSetup(f'stopped on request during set-up ({stage}), before the first step')
+
   def should_stop(self, step: int) -> bool:
     if self._multi_host:
       return multihost_utils.reached_preemption_sync_point(step)
@@ -102,22 +113,14 @@ def prepare_dataset(config: ml_collections.ConfigDict):
 def prepare_data_and_models(config: ml_collections.ConfigDict):
   """`(builder, info, family)`: the prepared TFDS builder, what the models need of it, and the model family."""
   builder = prepare_dataset(config)
-  info = input_pipeline.dataset_info(config, builder)
+  info = input_pipeline.dataset_info(config, builder)  # checks the image feature and the train split
   try:
     family = families.create(config, info.image_shape, info.num_classes)
   except ValueError as e:
     raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
   for field, split in family.other_splits:  # read later, by the reporter: fail before any writing
-    _check_split(config, builder, field, split)
+    input_pipeline.check_split(config, builder, field, split)
   return builder, info, family
-
-
-def _check_split(config: ml_collections.ConfigDict, builder, field: str, split: str) -> None:
-  try:
-    builder.info.splits[split].num_examples  # pylint: disable=expression-not-assigned
-  except Exception:  # tfds raises KeyError or ValueError, depending on the split string
-    raise ConfigError(f'config.{field}={split!r} is not a split of {config.dataset!r}; allowed: '
-                      f'{", ".join(sorted(builder.info.splits))}') from None
 
 
 def _lookup(tree, dotted: str):
@@ -185,86 +188,130 @@ def _write_metrics(writer: metric_writers.MetricWriter, step: int, window: list[
   writer.write_scalars(step, _summarise(jax.device_get(window)))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState | state_lib.VaeState:
-  """Trains the model (GAN or VAE) described by `config`, resuming from the newest checkpoint in `workdir` if any.
-
-  Returns the final train state.
-  """
-  # --- Setup: validate everything before touching the workdir. ---
-  config_checks.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
-  config_checks.check_workdir(workdir)
-  is_chief = jax.process_index() == 0
-  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                            keep=config.keep_checkpoints,
-                                            async_save=config.async_checkpointing)
-  latest = checkpointer.latest_step()
-  changed_fields = []
-  if latest is not None:
-    try:
-      saved_config = checkpointer.restore_config(latest)
-    except Exception as e:  # pylint: disable=broad-except  (a damaged checkpoint is dealt with below)
-      logging.warning('could not read the config of checkpoint %d: %s', latest, e)
-    else:
-      changed_fields = _check_resume_compatible(config, saved_config, f'{checkpointer.directory}/{latest}')
-  builder, info, family = prepare_data_and_models(config)
-  # The feature network loads (or trains, once) here, so a missing weights file fails before any writing.
-  feature_network = (evaluator_lib.load_feature_network(config, info.image_shape)
-                     if config.eval_every_steps else None)
-  # The mesh and the state's layout: a sharding rule that fits no leaf fails here, before anything is written.
-  mesh = sharding_lib.mesh_from_config(config)
-  init_state, abstract_state = state_lib.initializer_from_config(config, mesh, family.init_state)
-
+def _check_against_checkpoints(config: ml_collections.ConfigDict, directory: str) -> tuple[int, list[str]] | None:
+  """Reads (only) the newest checkpoint's config and refuses an incompatible resume; `(step, changed
+  fields)`, or None when there is no checkpoint to resume."""
+  if not epath.Path(directory).is_dir():
+    return None
+  checkpoints = checkpointing.Checkpointer(directory, keep=1, read_only=True)
   try:
-    # Process 0 alone writes metrics (TensorBoard and the console); the others write nothing, so a pod's
-    # merged logs hold each scalar once.
-    writer = (metric_writers.create_default_writer(workdir, asynchronous=True) if is_chief
-              else metric_writers.MultiWriter([]))
+    newest = checkpoints.newest_config()
+  finally:
+    checkpoints.close()
+  if newest is None:
+    return None
+  step, saved = newest
+  return step, _check_resume_compatible(config, saved, f'{directory}/{step}')
+
+
+def _metric_writer(workdir: str, is_chief: bool) -> metric_writers.MetricWriter:
+  """TensorBoard and the console, from process 0 only: a pod's merged logs then hold each scalar once."""
+  if not is_chief:
+    return metric_writers.MultiWriter([])
+  try:
+    return metric_writers.create_default_writer(workdir, asynchronous=True)
   except Exception as e:  # TensorFlow raises its own types for I/O errors (e.g. a full disk).
     raise ConfigError(f'cannot write TensorBoard events in workdir {workdir!r}: '
                       f'{" ".join(str(e).split())[:200]}') from None
-  logging.info('devices: %d x %s over %d process(es); dataset %s %s, %d train examples',
-               jax.device_count(), jax.devices()[0].device_kind, jax.process_count(), info.name,
-               info.image_shape, info.num_train_examples)
 
-  # --- Mesh (created above, with the state's layout). ---
+
+@contextlib.contextmanager
+def _undone_on_setup_failure(workdir: str, is_chief: bool):
+  """Creates `workdir` if needed; if the block fails before calling the `done` it yields, removes the
+  workdir again when this run created it (it then holds only this run's start-up files)."""
+  path = epath.Path(workdir)
+  created = not path.exists()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except Exception as e:  # pylint: disable=broad-except  (OSError locally; a storage client's own types)
+    raise ConfigError(f'workdir {workdir!r} cannot be created: {getattr(e, "strerror", None) or e}') from None
+  finished = threading.Event()
+  try:
+    yield finished.set
+  except BaseException:
+    if created and is_chief and not finished.is_set():
+      path.rmtree(missing_ok=True)
+    raise
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState | state_lib.VaeState:
+  """Trains the model (GAN or VAE) described by `config`, resuming from the newest checkpoint in `workdir` if any.
+
+  Returns the final train state. SIGTERM or SIGINT during set-up raises `StoppedDuringSetup` (nothing written
+  before the workdir is created; after that, what this run created is removed).
+  """
+  with PreemptionWatch() as preemption:
+    return _train(config, workdir, preemption)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, preemption: PreemptionWatch):
+  # --- Setup: validate and build everything, and compile, before anything is written. ---
+  config_checks.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
+  config_checks.check_workdir(workdir)
+  is_chief = jax.process_index() == 0
+  checkpoint_dir = os.path.join(workdir, 'checkpoints')
+  checked = _check_against_checkpoints(config, checkpoint_dir)
+  changed_fields = checked[1] if checked else []
+  builder, info, family = prepare_data_and_models(config)
+  preemption.stop_if_requested_during_setup('after preparing the data')
+  # The feature network loads (or trains, once) here, so a missing weights file fails before any writing.
+  feature_network = (evaluator_lib.load_feature_network(config, info.image_shape)
+                     if config.eval_every_steps else None)
+  # --- Mesh, and the state's layout: a sharding rule that fits no leaf fails here. ---
+  mesh = sharding_lib.mesh_from_config(config)
+  init_state, abstract_state = state_lib.initializer_from_config(config, mesh, family.init_state)
+  state_shardings = state_lib.shardings_of(abstract_state)
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
   # --- Input: this process's streams of the global batch, assembled into global arrays. ---
   data_iterator = input_pipeline.train_streams(config, builder, batch_sharding, info)
   batch_shapes = input_pipeline.global_batch_shapes(config, info)
 
-  # --- State: born sharded, or restored from the newest checkpoint. ---
-  root_rng = jax.random.key(config.seed)
-  init_rng, train_rng, _ = jax.random.split(root_rng, 3)
-  state_shardings = state_lib.shardings_of(abstract_state)
-  # A saved data position only fits the data config it was saved with.
-  restored = checkpointer.restore_latest(abstract_state, None if changed_fields else data_iterator)
-  if restored is None:
-    state = init_state(init_rng)
-  else:
-    state, restored_step = restored
-    logging.info('resumed from %s/%d', checkpointer.directory, restored_step)
-  initial_step = int(jax.device_get(state.step))
-  if is_chief:
-    epath.Path(workdir, 'config.json').write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
-
   # --- Compile once, ahead of time; the loop then calls the executable, which cannot recompile. ---
-  train_rng = sharding_lib.put_replicated(train_rng, mesh)
   train_step, compile_seconds = compile_lib.compile_train_step(config, family.train_step, abstract_state,
                                                                batch_shapes, mesh)
   logging.info('train step compiled in %.1fs; memory: %s', compile_seconds, train_step.memory_analysis())
-  # The family's image grids (samples; a VAE's reconstructions) and its own evaluations (a VAE's held-out ELBO).
-  reporter = family.reporter(families.ReportContext(
-      config=config, mesh=mesh, state_shardings=state_shardings, builder=builder, image_shape=info.image_shape,
-      workdir=workdir, writer=writer, is_chief=is_chief))
+  preemption.stop_if_requested_during_setup('after compiling')
 
-  # --- Evaluation hooks: the family's, and FID & co. every `eval_every_steps` (0 = off), of the EMA
-  # generator when the run has one (unless `sample_with_ema` is False), like the sample grids. ---
-  evaluations = list(reporter.evaluations)
-  if feature_network is not None:
-    evaluations.append((config.eval_every_steps, evaluator_lib.Evaluator(
-        config, mesh=mesh, generate=family.generate, num_classes=family.num_classes, builder=builder,
-        image_shape=info.image_shape, state_shardings=state_shardings, network=feature_network)))
+  # --- The workdir: created (if new) only now; a failure before the loop removes what this run created. ---
+  with _undone_on_setup_failure(workdir, is_chief) as setup_done:
+    writer = _metric_writer(workdir, is_chief)
+    checkpointer = checkpointing.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints,
+                                              async_save=config.async_checkpointing)
+    logging.info('devices: %d x %s over %d process(es); dataset %s %s, %d train examples',
+                 jax.device_count(), jax.devices()[0].device_kind, jax.process_count(), info.name,
+                 info.image_shape, info.num_train_examples)
+
+    # --- State: born sharded, or restored from the newest usable checkpoint. ---
+    root_rng = jax.random.key(config.seed)
+    init_rng, train_rng, _ = jax.random.split(root_rng, 3)
+    # A saved data position only fits the data config it was saved with.
+    restored = checkpointer.restore_latest(abstract_state, None if changed_fields else data_iterator)
+    if restored is None:
+      state = init_state(init_rng)
+    else:
+      state, restored_step, saved_config = restored
+      if checked is None or restored_step != checked[0]:  # fell back past the checkpoint checked above
+        _check_resume_compatible(config, saved_config, f'{checkpointer.directory}/{restored_step}')
+      logging.info('resumed from %s/%d', checkpointer.directory, restored_step)
+    initial_step = int(jax.device_get(state.step))
+    if is_chief:
+      epath.Path(workdir, 'config.json').write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    train_rng = sharding_lib.put_replicated(train_rng, mesh)
+    # The family's image grids (samples; a VAE's reconstructions) and its own evaluations (a VAE's held-out ELBO).
+    reporter = family.reporter(families.ReportContext(
+        config=config, mesh=mesh, state_shardings=state_shardings, builder=builder, image_shape=info.image_shape,
+        workdir=workdir, writer=writer, is_chief=is_chief))
+
+    # --- Evaluation hooks: the family's, and FID & co. every `eval_every_steps` (0 = off), of the EMA
+    # generator when the run has one (unless `sample_with_ema` is False), like the sample grids. ---
+    evaluations = list(reporter.evaluations)
+    if feature_network is not None:
+      evaluations.append((config.eval_every_steps, evaluator_lib.Evaluator(
+          config, mesh=mesh, generate=family.generate, num_classes=family.num_classes, builder=builder,
+          image_shape=info.image_shape, state_shardings=state_shardings, network=feature_network)))
+    preemption.stop_if_requested_during_setup('before the first step')
+    setup_done()
 
   # --- Loop. Metrics stay on device and are fetched one step late, so the host never stalls dispatch. ---
   report_progress = (periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
@@ -273,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   batches = input_pipeline.global_batches(data_iterator, batch_sharding, batch_shapes)
   window, ready, previous_metrics = [], None, None
   stop_reason = None
-  with _flushed(writer, workdir), PreemptionWatch() as preemption:
+  with _flushed(writer, workdir):
     for step in range(initial_step + 1, config.num_train_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, metrics = train_step(state, next(batches), train_rng)

@@ -10,7 +10,8 @@
 #   LOG_DIR              per-process logs process_<i>.log (default: a new temporary directory)
 # Process 0's log streams to the console. SIGINT/SIGTERM go to every process as SIGTERM: they agree on a
 # step, save a checkpoint there and exit 0. Exits 0 once every process has; otherwise with the status of
-# the first process (by index) that failed, after printing the end of its log.
+# the first process to fail (the others then stop within --peer_timeout, naming it), after printing the end
+# of its log.
 set -euo pipefail
 if [[ $# -lt 1 || ! "$1" =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: $0 N --config=CONFIG --workdir=WORKDIR [--config.key=value ...]" >&2
@@ -41,23 +42,32 @@ trap stop_all INT TERM
 tail -n +1 -f --pid="${pids[0]}" "$log_dir/process_0.log" &
 tail_pid=$!
 
+# Wait for every process, noting which failed first: when one dies, the others fail after it, naming it.
 status=0
 failed=
-for i in "${!pids[@]}"; do
-  # `wait` returns early when a trapped signal arrives; wait again until the process has really ended.
-  while kill -0 "${pids[$i]}" 2>/dev/null; do
-    wait "${pids[$i]}" || true
+remaining=("${!pids[@]}")
+while ((${#remaining[@]})); do
+  running=()
+  for i in "${remaining[@]}"; do
+    if kill -0 "${pids[$i]}" 2>/dev/null; then
+      running+=("$i")
+      continue
+    fi
+    code=0
+    wait "${pids[$i]}" || code=$?
+    if [[ $code -ne 0 && -z $failed ]]; then
+      status=$code
+      failed=$i
+    fi
   done
-  code=0
-  wait "${pids[$i]}" || code=$?
-  if [[ $code -ne 0 && -z $failed ]]; then
-    status=$code
-    failed=$i
-  fi
+  remaining=("${running[@]}")
+  if ((${#remaining[@]})); then sleep 0.2; fi
 done
 wait "$tail_pid" 2>/dev/null || true
 if [[ -n $failed ]]; then
-  echo "process $failed failed with status $status; the end of its log ($log_dir/process_$failed.log):" >&2
+  how="failed with status $status"
+  if ((status > 128)); then how="was killed by SIG$(kill -l $((status - 128))) (status $status)"; fi
+  echo "process $failed $how, the first to fail; the end of its log ($log_dir/process_$failed.log):" >&2
   tail -n 20 "$log_dir/process_$failed.log" >&2
 fi
 exit "$status"

@@ -25,7 +25,22 @@ def existing_workdir(tmp_path_factory):
 
 
 BAD_INPUTS = {
-    'unknown key': (['--config.learning_rat=0.1'], "unknown config key 'learning_rat'; allowed keys: .*learning_rate"),
+    'unknown key': (['--config.learning_rat=0.1'],
+                    "unknown config key 'learning_rat'; allowed keys of config: .*learning_rate"),
+    'unknown nested key': (['--config.eval.bogus=1'], "unknown config key 'eval.bogus'; allowed keys of config.eval: "
+                           'batch_size, cache_dir'),
+    'a key below a value': (['--config.batch_size.x=1'],
+                            "unknown config key 'batch_size.x': config.batch_size is a value, not a group of keys"),
+    'image size too large': (['--config.image_size=100000'],
+                             r"config.image_size=100000 is not allowed; allowed: 0 .* or an integer in \[1, 1024\]"),
+    'unknown train split': (['--config.train_split=bogus'],
+                            "config.train_split='bogus' is not a split of 'mnist5k'; allowed: test, train"),
+    'unknown image feature': (['--config.image_key=bogus'],
+                              "config.image_key='bogus' is not an image feature of 'mnist5k'; allowed: image"),
+    'config file with a syntax error': (['--config={syntax_error_config}'],
+                                        'syntax_error.py: syntax error at line 1 of .*syntax_error.py'),
+    'config file without get_config': (['--config={no_get_config}'],
+                                       r'no_get_config.py defines no get_config\(\); allowed: a Python file'),
     'wrong type on the command line': (['--config.batch_size=abc'], 'batch_size=abc'),
     'wrong type in the config': (['--config={wrong_type_config}'], "config.batch_size must be int, got str '128'"),
     'unknown model': (['--config.model=stylegan9'], "config.model='stylegan9' is not allowed; allowed: mlp, dcgan"),
@@ -34,7 +49,7 @@ BAD_INPUTS = {
     'value out of range': (['--config.n_critic=0'], "config.n_critic=0 is not allowed; allowed: an integer >= 1"),
     'batch not divisible by devices': (['--config.batch_size=12'],
                                        'batch_size=12 .* not divisible by the device count 8; allowed: a multiple of 8'),
-    'missing config file': (['--config=configs/nope.py'], 'could not load --config'),
+    'missing config file': (['--config=configs/nope.py'], "--config=configs/nope.py: 'configs/nope.py' is not a file"),
     'unknown CPU fast path setting': (['--config.cpu_fast_path=on'],
                                       "config.cpu_fast_path='on' is not allowed; allowed: auto, off"),
     'malformed compiler options': (['--config.xla_compiler_options=autotune'],
@@ -50,7 +65,10 @@ def test_bad_input_is_one_clear_line(case, existing_workdir, tfds_data_dir):
       'import ml_collections\nfrom configs import default\n\ndef get_config():\n'
       '  fields = default.get_config().to_dict()\n  fields["batch_size"] = "128"\n'
       '  return ml_collections.ConfigDict(fields)\n')
-  extra = [arg.format(wrong_type_config=wrong_type_config) for arg in extra]
+  (existing_workdir.parent / 'syntax_error.py').write_text('def get_config(:\n')
+  (existing_workdir.parent / 'no_get_config.py').write_text('x = 1\n')
+  extra = [arg.format(wrong_type_config=wrong_type_config, syntax_error_config=existing_workdir.parent / 'syntax_error.py',
+                      no_get_config=existing_workdir.parent / 'no_get_config.py') for arg in extra]
   args = ['--config=configs/default.py', f'--workdir={existing_workdir}', f'--config.data_dir={tfds_data_dir}']
   if extra[0].startswith('--config='):
     args[0] = extra[0]

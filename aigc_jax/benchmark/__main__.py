@@ -100,15 +100,21 @@ def run_measure() -> None:
   if measure.needs_dataset(_CONFIG.value):
     cli.hide_gpus_from_tensorflow()
   try:  # a multi-process benchmark (e.g. a pod slice), as for training: see aigc_jax/distributed.py
-    distributed.initialize(distributed.settings_from_flags())
+    peers = distributed.initialize(distributed.settings_from_flags())
   except distributed.DistributedError as e:
     cli.fail(str(e))
   import jax  # pylint: disable=g-import-not-at-top
   from aigc_jax.config_errors import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     result = measure.measure(_CONFIG.value)
-  except ConfigError as e:
-    cli.fail(str(e))
+  except BaseException as e:
+    if peers:
+      peers.fail()
+    if isinstance(e, ConfigError):
+      cli.fail(str(e))
+    raise
+  if peers:
+    peers.finish()
   if jax.process_index() != 0:
     return  # process 0 reports for the whole run
   measure.append_result(_RESULTS.value, result)
