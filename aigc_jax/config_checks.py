@@ -74,7 +74,7 @@ def _rule_problem(rule: Any) -> str | None:
 FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'model': ((str,), lambda v: v in GAN_FAMILIES or v in VAE_FAMILIES, ', '.join([*GAN_FAMILIES, *VAE_FAMILIES])),
     'loss': ((str,), lambda v: v in GAN_LOSSES, ', '.join(GAN_LOSSES)),
-    'dataset': ((str,), None, 'a TFDS dataset name'),
+    'dataset': ((str,), None, 'a TFDS dataset name, or folder:DIR'),
     'data_dir': ((str, type(None)), None, 'a directory or None'),
     'train_split': ((str,), None, 'a TFDS split'),
     'image_key': ((str,), None, 'a feature name'),
@@ -236,12 +236,18 @@ def _validate_family_options(config: ml_collections.ConfigDict) -> None:
 
 def _validate_dataset(name: str) -> None:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow; only when needed)
-  from aigc_jax.datasets import OFFLINE_DATASETS  # pylint: disable=g-import-not-at-top  (registers them)
+  from aigc_jax.datasets import OFFLINE_DATASETS, image_folder  # pylint: disable=g-import-not-at-top  (registers them)
+  if image_folder.is_folder(name):
+    try:
+      image_folder.scan(name)
+    except image_folder.FolderError as e:
+      raise ConfigError(str(e)) from None
+    return
   try:
     tfds.builder_cls(name.split(':')[0].split('/')[0])
   except Exception:  # tfds raises several types for unknown names.
-    raise ConfigError(f'unknown dataset {name!r}; allowed: {", ".join(OFFLINE_DATASETS)} (offline) or any '
-                      'TFDS catalogue name, e.g. mnist, cifar10, celeb_a') from None
+    raise ConfigError(f'unknown dataset {name!r}; allowed: {", ".join(OFFLINE_DATASETS)} (offline), any '
+                      'TFDS catalogue name, e.g. mnist, cifar10, celeb_a, or folder:DIR (your own images)') from None
 
 
 def check_workdir(workdir: str) -> None:

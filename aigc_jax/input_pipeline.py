@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 import aigc_jax.datasets  # noqa: F401  (registers the offline TFDS builders)
+from aigc_jax.datasets import image_folder
 from aigc_jax import steps
 from aigc_jax.config_errors import ConfigError
 
@@ -38,12 +39,16 @@ class DatasetInfo:
 
 
 def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The TFDS builder for `config.dataset`, prepared (built or downloaded) if it is not yet.
+  """The TFDS builder for `config.dataset` (a TFDS name, or `folder:DIR`), prepared (built or downloaded) if
+  it is not yet.
 
   Multi-process: process 0 prepares first and the others then find the data prepared (a shared data_dir)
   or prepare their own copy (a local one), so no two processes write the same files at once.
   """
-  builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  if image_folder.is_folder(config.dataset):
+    builder = image_folder.builder(config.dataset, config.image_size, config.data_dir)
+  else:
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   if jax.process_count() == 1:
     builder.download_and_prepare()
     return builder

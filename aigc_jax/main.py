@@ -9,6 +9,10 @@ step: they exit 0 with no checkpoint written).
 Multi-process (multi-host) runs: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each
 process, or nothing under SLURM / Open MPI, or `--distributed=on` on TPU pods; see `distributed.py`.
 """
+import os
+import signal
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -31,13 +35,26 @@ def parse_flags(argv: list[str]) -> list[str]:
   return remaining
 
 
+def _stopped_while_starting(signum, frame) -> None:
+  del frame
+  print(f'stopped on request ({signal.Signals(signum).name}) while starting, before the set-up; nothing was '
+        'written', file=sys.stderr, flush=True)
+  os._exit(0)  # pylint: disable=protected-access  (imports or the join of a multi-process run may be under way)
+
+
 def main(argv: list[str]) -> None:
+  # Until training takes over SIGTERM and SIGINT (or, on a multi-process run, JAX's preemption notifier).
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, _stopped_while_starting)
   cli.quiet_orbax_info()
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   cli.hide_gpus_from_tensorflow()
+  settings = distributed.settings_from_flags()
+  if distributed.should_initialize(settings, os.environ):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # JAX's preemption notifier takes SIGTERM over as the run forms
   try:
-    peers = distributed.initialize(distributed.settings_from_flags())  # before anything touches a jax backend
+    peers = distributed.initialize(settings)  # before anything touches a jax backend
   except distributed.DistributedError as e:
     cli.fail(str(e))
   import jax  # pylint: disable=g-import-not-at-top

@@ -31,6 +31,7 @@ from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax.config_errors import ConfigError
+from aigc_jax.datasets import image_folder
 from aigc_jax.evaluation import evaluator as evaluator_lib
 
 # Fields that, changed between a checkpoint and its resume, silently make it a different run.
@@ -103,6 +104,8 @@ class PreemptionWatch(contextlib.AbstractContextManager):
 def prepare_dataset(config: ml_collections.ConfigDict):
   try:
     return input_pipeline.get_builder(config)
+  except image_folder.FolderError as e:
+    raise ConfigError(str(e)) from None
   except Exception as e:  # tfds raises many types (network, missing files, checksum, ...)
     first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
     raise ConfigError(f'could not prepare dataset {config.dataset!r} in data_dir={config.data_dir!r}: '

@@ -42,6 +42,12 @@ def tfds_data_dir(tmp_path_factory):
   return config.data_dir
 
 
+@pytest.fixture(scope='session')
+def eval_cache(tmp_path_factory):
+  """`config.eval.cache_dir` shared by a test worker's evaluations: each feature network trains once."""
+  return str(tmp_path_factory.mktemp('eval_cache'))
+
+
 def make_tiny_config(data_dir: str):
   """The default config shrunk to run a few steps in seconds on real offline digits."""
   from configs import default

@@ -19,11 +19,6 @@ from tests.conftest import REPO_ROOT, make_tiny_config
 _CLASSIFIER_STEPS = 40  # a weak but real classifier: enough to test the plumbing in seconds
 
 
-@pytest.fixture(scope='session')
-def eval_cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('eval_cache'))
-
-
 def _with_eval(config, cache_dir):
   config.eval.cache_dir = cache_dir
   config.eval.classifier_train_steps = _CLASSIFIER_STEPS

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.slow
 
 STEPS = 4  # the shared run: checkpoints at 2 and 4
 WATCHDOG_S = 300
+# evaluate's digits classifier: test_evaluation's short recipe, so a test worker trains it once (in eval_cache).
+CLASSIFIER_STEPS = 40
 
 
 def _run(module, *args, timeout=WATCHDOG_S):
@@ -40,6 +42,10 @@ def _train_args(config, workdir, **overrides):
             'checkpoint_every_steps': config.checkpoint_every_steps, 'sample_every_steps': 100_000,
             'log_every_steps': config.log_every_steps, **overrides}
   return ['--config=configs/default.py', f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in fields.items()]
+
+
+def _eval_flags(cache):
+  return [f'--config.eval.cache_dir={cache}', f'--config.eval.classifier_train_steps={CLASSIFIER_STEPS}']
 
 
 def _assert_clean(result, status=0):
@@ -68,12 +74,6 @@ def _params_at(workdir, step, like):
 def _assert_bit_identical(a, b):
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
-
-
-@pytest.fixture(scope='module')
-def eval_cache(tmp_path_factory):
-  """`evaluate`'s cache (its digits classifier, trained once) for the module's runs."""
-  return str(tmp_path_factory.mktemp('eval_cache'))
 
 
 @pytest.fixture(scope='module')
@@ -158,7 +158,7 @@ def test_evaluate_falls_back_past_a_damaged_checkpoint_and_changes_nothing(refer
   _truncate_chunks(os.path.join(workdir, 'checkpoints', str(STEPS)))
   before = snapshot_files(workdir)
   result = _run('evaluate', f'--workdir={workdir}', '--num_samples=16', '--config.eval.num_reference=16',
-                f'--config.eval.cache_dir={eval_cache}')
+                *_eval_flags(eval_cache))
   _assert_clean(result)
   assert '"step": 2,' in result.stdout and f'checkpoints/{STEPS} is unusable' in result.stderr
   assert snapshot_files(workdir) == before
@@ -204,7 +204,7 @@ def test_sample_and_evaluate_beside_a_training_run_that_saves_every_two_steps(re
       time.sleep(0.2)
     tools = [_run('sample', f'--workdir={workdir}', '--num_samples=4', f'--output={tmp_path}/s.npz')]
     tools.append(_run('evaluate', f'--workdir={workdir}', '--num_samples=16', '--config.eval.num_reference=16',
-                      f'--config.eval.cache_dir={eval_cache}'))
+                      *_eval_flags(eval_cache)))
     still_training = training.poll() is None
     training.send_signal(signal.SIGTERM)
     training.wait(timeout=WATCHDOG_S)

@@ -39,6 +39,11 @@ BAD_INPUTS = {
                               "config.image_key='bogus' is not an image feature of 'mnist5k'; allowed: image"),
     'config file with a syntax error': (['--config={syntax_error_config}'],
                                         'syntax_error.py: syntax error at line 1 of .*syntax_error.py'),
+    'image folder that does not exist': (['--config.dataset=folder:/no/such/aigc_images'],
+                                         "config.dataset='folder:/no/such/aigc_images': '/no/such/aigc_images' does "
+                                         'not exist'),
+    'image folder that is a file': (['--config.dataset=folder:{wrong_type_config}'], 'is a file, not a folder'),
+    'image folder without images': (['--config.dataset=folder:{empty_folder}'], 'holds no PNG or JPEG images'),
     'config file without get_config': (['--config={no_get_config}'],
                                        r'no_get_config.py defines no get_config\(\); allowed: a Python file'),
     'wrong type on the command line': (['--config.batch_size=abc'], 'batch_size=abc'),
@@ -67,8 +72,10 @@ def test_bad_input_is_one_clear_line(case, existing_workdir, tfds_data_dir):
       '  return ml_collections.ConfigDict(fields)\n')
   (existing_workdir.parent / 'syntax_error.py').write_text('def get_config(:\n')
   (existing_workdir.parent / 'no_get_config.py').write_text('x = 1\n')
+  (existing_workdir.parent / 'empty_folder' / 'sub').mkdir(parents=True, exist_ok=True)
   extra = [arg.format(wrong_type_config=wrong_type_config, syntax_error_config=existing_workdir.parent / 'syntax_error.py',
-                      no_get_config=existing_workdir.parent / 'no_get_config.py') for arg in extra]
+                      no_get_config=existing_workdir.parent / 'no_get_config.py',
+                      empty_folder=existing_workdir.parent / 'empty_folder') for arg in extra]
   args = ['--config=configs/default.py', f'--workdir={existing_workdir}', f'--config.data_dir={tfds_data_dir}']
   if extra[0].startswith('--config='):
     args[0] = extra[0]
