@@ -1,7 +1,7 @@
 """`python -m aigc_jax.evaluate --workdir=DIR [--num_samples=N] [--baseline=...] [--config.eval.<key>=value]`.
 
-Scores the newest usable checkpoint's generator (FID, KID, IS, precision/recall with the configured feature
-network; for a VAE, its decoder's mean on prior latents) and prints one JSON line; the EMA generator when the
+Scores the generator of the newest usable checkpoint, or of `--step=N` (FID, KID, IS, precision/recall with
+the configured feature network; for a VAE, its decoder's mean on prior latents) and prints one JSON line; the EMA generator when the
 run has one (`"ema": true` in the line), unless `--config.sample_with_ema=False`. `--baseline=noise` scores
 uniform noise images instead and
 `--baseline=real_halves` one half of the real data against the other (the floor). Bad input ends with one
@@ -17,6 +17,7 @@ from aigc_jax import cli
 from configs import default
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir with checkpoints.')
+_STEP = flags.DEFINE_integer('step', None, 'The checkpoint step to use (default: the newest usable one).')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Generated samples (default: config.eval.num_samples).')
 _BASELINE = flags.DEFINE_enum('baseline', 'generator', ['generator', 'noise', 'real_halves'],
                               'What to score: the generator, uniform noise images, or half the real data.')
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> None:
   if _NUM_SAMPLES.value is not None:
     overrides['eval.num_samples'] = _NUM_SAMPLES.value
   try:
-    run = restored_run.restore(os.path.abspath(_WORKDIR.value), overrides)
+    run = restored_run.restore(os.path.abspath(_WORKDIR.value), overrides, step=_STEP.value)
     evaluator = evaluator_lib.Evaluator(run.config, mesh=run.mesh, generate=run.family.generate,
                                         builder=run.builder, image_shape=run.info.image_shape,
                                         state_shardings=run.state_shardings)

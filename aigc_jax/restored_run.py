@@ -74,18 +74,24 @@ def _check_ema(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> N
                       'as saved (--config.sample_with_ema=False samples the raw generator)')
 
 
-def restore(workdir: str, overrides: Mapping[str, Any]) -> RestoredRun:
-  """Rebuilds the run in `workdir` from its newest usable checkpoint, read-only: nothing is written, moved or
-  removed there, so it can run beside training.
+def restore(workdir: str, overrides: Mapping[str, Any], step: int | None = None) -> RestoredRun:
+  """Rebuilds the run in `workdir` from checkpoint `step`, or from its newest usable checkpoint, read-only:
+  nothing is written, moved or removed there, so it can run beside training.
 
-  A damaged checkpoint (its config or state does not read) is skipped with a warning for the next older
-  one; `checkpointing.CheckpointError` if none is usable. Bad overrides raise `ConfigError`.
+  Without `step`, a damaged checkpoint (its config or state does not read) is skipped with a warning for the
+  next older one. `checkpointing.CheckpointError` if none is usable; `ConfigError` for bad overrides or a
+  `step` that has no checkpoint (the message lists the steps there are).
   """
   checkpointer = open_checkpoints(workdir)
+  steps = sorted(checkpointer.all_steps(), reverse=True)
+  if step is not None and step not in steps:
+    checkpointer.close()
+    raise ConfigError(f'--step={step} is not allowed: {checkpointer.directory} has no checkpoint of step {step}; '
+                      f'allowed: {", ".join(map(str, sorted(steps)))}')
   built = {}  # the config as JSON -> what was built for it: checkpoints of one run share it
   failures = []
   try:
-    for step in sorted(checkpointer.all_steps(), reverse=True):
+    for step in steps if step is None else [step]:
       try:
         saved = checkpointer.restore_config(step)
       except Exception as e:  # pylint: disable=broad-except  (JSON, missing files, ...)

@@ -1,7 +1,7 @@
 """`python -m aigc_jax.sample --workdir=DIR --num_samples=N --output=FILE.npz|FILE.png [options]`.
 
-Writes samples from the newest usable checkpoint's generator (its EMA when the run has one;
-`--config.sample_with_ema=False` for the raw one; a VAE's: its decoder's mean on prior latents):
+Writes samples from the generator of the newest usable checkpoint, or of `--step=N` (its EMA when the run
+has one; `--config.sample_with_ema=False` for the raw one; a VAE's: its decoder's mean on prior latents):
 `FILE.npz` holds `images`, uint8 `[N, H, W, C]`; `FILE.png` a grid. `--seed` picks the latents,
 `--truncation=T` draws them from a normal truncated to
 [-T, T] (0: off), `--interpolate=K` writes N strips of K images each along the great circle between two
@@ -18,6 +18,7 @@ from aigc_jax import cli
 from configs import default
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir with checkpoints.')
+_STEP = flags.DEFINE_integer('step', None, 'The checkpoint step to use (default: the newest usable one).')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 64, 'Images (with --interpolate: strips).')
 _OUTPUT = flags.DEFINE_string('output', None, 'FILE.npz (uint8 images) or FILE.png (a grid).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latents.')
@@ -92,7 +93,7 @@ def main(argv: list[str]) -> None:
 
   try:
     run = restored_run.restore(os.path.abspath(_WORKDIR.value),
-                               restored_run.config_overrides(sys.argv[1:], _CONFIG.value))
+                               restored_run.config_overrides(sys.argv[1:], _CONFIG.value), step=_STEP.value)
   except ConfigError as e:
     cli.fail(str(e))
   except CheckpointError as e:

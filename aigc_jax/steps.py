@@ -311,7 +311,7 @@ def simultaneous_update(state: TrainState, batch: dict[str, jax.Array], rng: jax
   else:
     # D's halves as `discriminate` makes them, differentiated apart: G's backward pass then covers the
     # fakes only, where one call on both carried G's zero cotangent through D for the real half too
-    # (~30 ms of a dcgan b256 CPU step, measured).
+    # (see benchmarks/RESULTS.md for what that cost).
     (real_in, fake_in), augment_vjp = jax.vjp(augment_both, fake)
     d_real, d_fake = _discriminator_halves(gan, d, d_rng, labels)
     real_out, real_vjp, _ = jax.vjp(lambda params: d_real(params, real_in), d.params, has_aux=True)

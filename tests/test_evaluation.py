@@ -106,6 +106,10 @@ def test_sample_cli_writes_npz_and_png(trained_workdir, tmp_path):
   with np.load(tmp_path / 's.npz') as data:
     images = data['images']
   assert images.dtype == np.uint8 and images.shape == (10, 28, 28, 1) and images.std() > 0
+  assert 'at step 4 to' in result.stdout
+  result = _run('sample', f'--workdir={trained_workdir}', '--num_samples=4', f'--output={tmp_path}/old.npz',
+                '--step=2')
+  assert result.returncode == 0 and 'at step 2 to' in result.stdout, result.stderr[-2000:]
 
   result = _run('sample', f'--workdir={trained_workdir}', '--num_samples=10', f'--output={tmp_path}/s.png')
   assert result.returncode == 0, result.stderr[-2000:]
@@ -128,6 +132,8 @@ def test_evaluate_cli_prints_one_json_line(trained_workdir):
   assert len(lines) == 1
   scores = json.loads(lines[0])
   assert scores['step'] == 4 and scores['num_samples'] == 32 and scores['num_reference'] == 200
+  older = _run('evaluate', f'--workdir={trained_workdir}', '--num_samples=32', '--step=2')
+  assert older.returncode == 0 and json.loads(older.stdout)['step'] == 2, older.stderr[-2000:]
   assert scores['feature_network'].startswith('digits_classifier') and 'inception_fid' not in scores
   assert np.isfinite(scores['digits_classifier_fid'])
 
@@ -138,6 +144,8 @@ def test_evaluate_cli_prints_one_json_line(trained_workdir):
     ('sample', ['--workdir={trained}', '--output={tmp}/x.jpg'], 'allowed: a file name ending in .npz or .png'),
     ('sample', ['--workdir={trained}', '--output={tmp}/x.npz', '--interpolate=4'], 'PNG strip'),
     ('sample', ['--workdir={trained}', '--output={tmp}/x.npz', '--label=3'], 'is unconditional'),
+    ('sample', ['--workdir={trained}', '--output={tmp}/x.npz', '--step=3'],
+     'has no checkpoint of step 3; allowed: 2, 4'),
     ('evaluate', ['--workdir={empty}'], 'no checkpoint in workdir'),
     ('evaluate', ['--workdir={trained}', '--config.eval.feature_network=inception',
                   '--config.eval.inception_weights={tmp}/none.pth'], 'Inception weights file not found'),

@@ -248,10 +248,11 @@ def test_kill_9_at_random_moments_during_saves_then_resume_is_bit_identical(refe
       process.wait()
   steps = _steps(workdir)
   assert steps, 'no committed checkpoint survived the kills'
-  resumed = _run('main', *_train_args(config, workdir, num_train_steps=steps[-1] + 2, checkpoint_every_steps=1))
-  _assert_clean(resumed)
+  resume = config.copy_and_resolve_references()  # in this process: the kills are what is under test
+  resume.num_train_steps, resume.checkpoint_every_steps, resume.sample_every_steps = steps[-1] + 2, 1, 100_000
+  resumed = train.train_and_evaluate(resume, workdir)
   assert not glob.glob(os.path.join(workdir, 'checkpoints', '*.orbax-checkpoint-tmp*'))
-  _assert_bit_identical(_params_at(workdir, steps[-1] + 2, state(steps[-1] + 2)), state(steps[-1] + 2))
+  _assert_bit_identical(jax.device_get(resumed), state(steps[-1] + 2))
 
 
 @pytest.fixture

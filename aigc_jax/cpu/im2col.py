@@ -10,8 +10,8 @@
 `conv_by_matmul` takes the one whose intermediate (k*k*C or k*k*F values per pixel) is smaller. Autodiff
 gives both backward passes as matmuls, pads and slices too. Why: XLA:CPU's direct convolution spends its
 time packing image patches when a side has 1-4 channels, as DCGAN's layers at the image do (G's last, 64 ->
-4 sub-pixel phases; D's first, 4 space-to-depth channels -> 64). Forward and both gradients, medians: G's
-last at b256 16-21 -> 8-9 ms, D's first at 2 x 256 16-18 -> 10-11 ms (`benchmarks/RESULTS.md`). With many
+4 sub-pixel phases; D's first, 4 space-to-depth channels -> 64); as matmuls both layers run about twice as
+fast, forward and backward (figures in `benchmarks/RESULTS.md`). With many
 channels on both sides Winograd (`winograd.py`) or the direct convolution is the better choice: the
 patches or planes grow k*k-fold.
 """

@@ -160,14 +160,14 @@ def _conv_input_gradient(dy: jax.Array, kernel: jax.Array, stride: int, input_hw
   return dx[:, :input_hw[0], :input_hw[1]]
 
 
-# Input channels from which the phase-decomposed input gradient beats XLA's own (lhs-dilated) one: measured
-# 31 vs 45 ms for DCGAN D's 14x14x64 layer at batch 512, while for its 1-channel first layer XLA's is 3-5x
-# faster than the four phase convolutions.
+# Input channels from which the phase-decomposed input gradient beats XLA's own (lhs-dilated) one: it does
+# for DCGAN D's 14x14x64 layer, while for its 1-channel first layer XLA's is several times faster than the
+# four phase convolutions (figures in benchmarks/RESULTS.md).
 _PHASE_INPUT_GRADIENT_MIN_CHANNELS = 16
 # Input channels from which XLA's own weight gradient (an rhs-dilated convolution on Eigen's kernels) beats
-# the im2col patches' transpose times dy: 45 vs 87 ms for that 14x14x64 layer at batch 512 (the patches'
-# 25 strided slices and their concatenation cost more than the matmul). For the 1-channel layer the patches
-# are tiny and the dcgan step was faster with them (measured: 452 vs 522 ms, alternating b256).
+# the im2col patches' transpose times dy: it does for that 14x14x64 layer (the patches' 25 strided slices
+# and their concatenation cost more than the matmul). For the 1-channel layer the patches are tiny and the
+# dcgan step is faster with them.
 _NATIVE_WEIGHT_GRADIENT_MIN_CHANNELS = 16
 
 

@@ -166,7 +166,7 @@ def winograd_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, 
     into = into.transpose(0, 2, 1, 3, 4).reshape(-1, height * width)
     # Pixel-major [pixels, batch * C] operands, so the transforms are plain 2-D matmuls and the layout
     # changes are these explicit transposes, which XLA fuses with the neighbouring elementwise ops. The
-    # einsum form ('pq,nqc->pnc' and back) left XLA:CPU ~40 ms of layout copies per dcgan b256 step.
+    # einsum form ('pq,nqc->pnc' and back) left XLA:CPU large layout copies in the dcgan step.
     pixels = x.reshape(batch, height * width, channels).transpose(1, 0, 2).reshape(height * width, -1)
     v = jnp.matmul(const(into), pixels, precision=precision)
   else:
