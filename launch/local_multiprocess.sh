@@ -8,6 +8,7 @@
 #   DEVICES_PER_PROCESS  fake CPU devices per process (default 4)
 #   PORT                 coordinator port on localhost (default: a free one)
 #   LOG_DIR              per-process logs process_<i>.log (default: a new temporary directory)
+#   STOP_AFTER_FAILURE   seconds the others get to stop after one fails, before a hung one is killed (60)
 # Process 0's log streams to the console. SIGINT/SIGTERM go to every process as SIGTERM: they agree on a
 # step, save a checkpoint there and exit 0. Exits 0 once every process has; otherwise with the status of
 # the first process to fail (the others then stop within --peer_timeout, naming it), after printing the end
@@ -45,8 +46,13 @@ tail_pid=$!
 # Wait for every process, noting which failed first: when one dies, the others fail after it, naming it.
 status=0
 failed=
+failed_at=
 remaining=("${!pids[@]}")
 while ((${#remaining[@]})); do
+  if [[ -n $failed ]] && ((SECONDS - failed_at > ${STOP_AFTER_FAILURE:-60})); then
+    # The others stop by themselves within --peer_timeout; one that does not is hung: end it.
+    for i in "${remaining[@]}"; do kill -s KILL "${pids[$i]}" 2>/dev/null || true; done
+  fi
   running=()
   for i in "${remaining[@]}"; do
     if kill -0 "${pids[$i]}" 2>/dev/null; then
@@ -58,6 +64,7 @@ while ((${#remaining[@]})); do
     if [[ $code -ne 0 && -z $failed ]]; then
       status=$code
       failed=$i
+      failed_at=$SECONDS
     fi
   done
   remaining=("${running[@]}")

@@ -2,6 +2,7 @@
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
@@ -40,6 +41,19 @@ def tfds_data_dir(tmp_path_factory):
   config.data_dir = str(tmp_path_factory.mktemp('tfds'))
   input_pipeline.get_builder(config)
   return config.data_dir
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+  """A 24 MiB tmpfs of our own, to fill or make read-only (root and mount(2) needed; skipped otherwise)."""
+  mount_point = tmp_path / 'fs'
+  mount_point.mkdir()
+  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', str(mount_point)],
+                          capture_output=True, text=True)
+  if result.returncode:
+    pytest.skip(f'a small file system of our own needs root and mount(2): {result.stderr.strip()}')
+  yield mount_point
+  subprocess.run(['umount', '-l', str(mount_point)], check=False)
 
 
 @pytest.fixture(scope='session')

@@ -255,24 +255,11 @@ def test_kill_9_at_random_moments_during_saves_then_resume_is_bit_identical(refe
   _assert_bit_identical(jax.device_get(resumed), state(steps[-1] + 2))
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-  """A 24 MiB tmpfs of our own (root and mount(2) needed; skipped where not allowed)."""
-  mount_point = tmp_path / 'fs'
-  mount_point.mkdir()
-  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', str(mount_point)],
-                          capture_output=True, text=True)
-  if result.returncode:
-    pytest.skip(f'a full disk needs a tmpfs of our own, which needs root: {result.stderr.strip()}')
-  yield mount_point
-  subprocess.run(['umount', '-l', str(mount_point)], check=False)
-
-
-def test_full_disk_is_one_line_naming_the_save_that_failed(reference, small_disk):
+def test_full_disk_is_one_line_naming_the_save_that_failed(reference, small_filesystem):
   config, trained, state = reference
-  workdir = str(small_disk / 'run')
+  workdir = str(small_filesystem / 'run')
   shutil.copytree(trained, workdir)
-  filler = small_disk / 'filler'
+  filler = small_filesystem / 'filler'
   descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
   try:
     while True:

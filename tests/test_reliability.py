@@ -162,19 +162,6 @@ def test_config_change_on_resume_is_refused_unless_allowed(tiny_config, tmp_path
   assert int(state.step) == 6
 
 
-@pytest.fixture
-def small_filesystem(tmp_path):
-  """A 24 MiB tmpfs of our own (root and mount(2) needed; skipped where not allowed)."""
-  mount_point = tmp_path / 'fs'
-  mount_point.mkdir()
-  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', str(mount_point)],
-                          capture_output=True, text=True)
-  if result.returncode:
-    pytest.skip(f'cannot mount a tmpfs here: {result.stderr.strip()}')
-  yield mount_point
-  subprocess.run(['umount', '-l', str(mount_point)], check=False)
-
-
 def test_read_only_workdir_is_a_clear_error(tiny_config, small_filesystem):
   workdir = str(small_filesystem / 'run')
   tiny_config.num_train_steps = 2
