@@ -183,7 +183,7 @@ def test_two_processes_match_one_resume_across_process_counts_and_stop_together(
   # 2 processes x 4 devices end with exactly the params (and optimiser state) of 1 process x 8 devices.
   k_steps = _committed_steps(k_dir)
   assert k_steps[:3] == [1, 2, 3]
-  for step in k_steps:
+  for step in [s for s in k_steps if s <= 14]:  # K may run past B's 14 steps while this process trains C
     _assert_bit_identical(_saved(k_dir, step, abstract), reference(step), f'2 processes vs 1, step {step}')
   # Without the distributed runtime, one process sums the devices' gradients in another order: the same
   # run up to float32 rounding (a different batch or step would move the params by ~1e-4).
