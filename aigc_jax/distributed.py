@@ -11,9 +11,10 @@
 Failure bounds (seconds, all configurable): every process must join within `--initialization_timeout`,
 else each waiting process prints one `error:` line and exits 1. A process that dies, hangs or fails is
 named by every other process within `--peer_timeout` (+1 s) in one `error:` line, and they exit 1 (see
-`PeerWatch`); if process 0 (the coordinator) dies, the others say so within a second or two. JAX's own
-check (`--heartbeat_timeout`, which must be longer) is the backstop: it aborts the survivors with a fatal
-log line. A process that exits while others still run waits at most `--shutdown_timeout` for them at the
+`PeerWatch`). Two cases end the survivors first, by an abort that is not ours: process 0 (the coordinator)
+dying, which JAX's client answers within about a second with its fatal log line, and (rarely) a collective
+that gloo runs off the Python stack failing when its peer is killed. JAX's own heartbeat check
+(`--heartbeat_timeout`, which must be longer than `--peer_timeout`) is the backstop for the rest. A process that exits while others still run waits at most `--shutdown_timeout` for them at the
 shutdown barrier.
 
 On CPU the processes' collectives go through gloo, so several processes on one machine form a real
@@ -181,9 +182,9 @@ class PeerWatch:
   """Names a lost process within a bound, in one line, on every other process.
 
   Each process publishes a counter in the coordination service's key-value store every second. A process
-  whose counter stops for `timeout` seconds (killed, crashed, hung) or that leaves with an error, and the
-  coordinator's service itself (process 0) going away, make every other process print one `error:` line
-  naming it and exit 1 at once. Without this a survivor waits in a collective until JAX's own heartbeat
+  whose counter stops for `timeout` seconds (killed, crashed, hung) or that leaves with an error makes every
+  other process print one `error:` line naming it and exit 1 at once. (When the service itself, on process
+  0, goes away, JAX's client usually aborts this process before the watch can say so.) Without this a survivor waits in a collective until JAX's own heartbeat
   check aborts it with a fatal log that blames "another task".
   """
   _PREFIX = 'aigc_jax/peers'
@@ -303,9 +304,6 @@ def exit_failed_across_processes(error: BaseException, status: int = 1, peers: P
   if peers is not None:
     peers.name_the_lost_process()
   text = ' '.join(str(error).split())[:300]
-  print(f'error: process {jax.process_index()} of {jax.process_count()} lost the multi-process run '
-        f'({type(error).__name__}: {text}); another process probably died or was killed: see its log',
-        file=sys.stderr, flush=True)
-  logging.flush()
-  sys.stdout.flush()
-  os._exit(status)  # pylint: disable=protected-access
+  exit_with_error(f'process {jax.process_index()} of {jax.process_count()} lost the multi-process run '
+                  f'({type(error).__name__}: {text}); another process probably died or was killed: see its log',
+                  status)
