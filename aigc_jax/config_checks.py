@@ -144,6 +144,7 @@ EVAL_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'batch_size': ((int,), *_positive),
     'reference_split': ((str,), None, 'a TFDS split'),
     'num_reference': ((int,), lambda v: v == 0 or v >= 10, '0 (the whole split) or an integer >= 10'),
+    'heldout_split': ((str,), None, "'auto', '' (off) or a TFDS split"),
     'seed': ((int,), *_non_negative),
     'kid_subsets': ((int,), lambda v: v >= 2, 'an integer >= 2'),
     'kid_subset_size': ((int,), lambda v: v >= 2, 'an integer >= 2'),
@@ -170,7 +171,7 @@ def _type_names(types: tuple[type, ...]) -> str:
 
 
 def validate_fields(config: ml_collections.ConfigDict, fields: dict[str, tuple[tuple[type, ...], Any, str]], *,
-                    prefix: str = 'config.', start_from: str = 'configs/default.py') -> None:
+                    prefix: str = 'config.', start_from: str = 'configs/base.py') -> None:
   """Raises `ConfigError` for the first key of `config` not in `fields`, missing, of a wrong type or value."""
   unknown = sorted(set(config.keys()) - set(fields))
   if unknown:

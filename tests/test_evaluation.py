@@ -58,10 +58,11 @@ def test_the_evaluator_gives_the_same_numbers_on_1_and_8_devices(tiny_config, ev
   config = _with_eval(tiny_config, eval_cache)
   on_one, _ = _evaluate_fresh_state(config, jax.devices()[:1])
   references = glob.glob(os.path.join(eval_cache, 'reference', '*.npz'))
-  assert len(references) == 1  # computed once, then read back by the second evaluator
+  assert len(references) == 2  # the reference and the held-out split: computed once, then read back
   on_eight, evaluator = _evaluate_fresh_state(config, jax.devices())
   assert sorted(on_one) == sorted(on_eight) == sorted(
-      f'digits_classifier_{m}' for m in ('fid', 'kid', 'kid_stderr', 'is', 'is_std', 'precision', 'recall'))
+      f'digits_classifier_{m}' for m in ('fid', 'kid', 'kid_stderr', 'is', 'is_std', 'precision', 'recall',
+                                         'rarest_class_share', 'nearest_train_ratio'))
   for name in on_one:
     assert on_eight[name] == pytest.approx(on_one[name], rel=1e-4, abs=1e-6), name
   # Sanity of the scale: an untrained generator is worse than the real-data floor, better than nothing.
@@ -89,7 +90,7 @@ def test_training_writes_evaluation_scalars(trained_workdir):
   for path in glob.glob(os.path.join(trained_workdir, 'events.out.tfevents.*')):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        if value.tag == 'digits_classifier_fid':
+        if value.tag == 'eval/digits_classifier_fid':
           steps[event.step] = float(tf.make_ndarray(value.tensor))
   assert sorted(steps) == [2, 4] and all(np.isfinite(v) and v > 0 for v in steps.values())
 
@@ -100,8 +101,10 @@ def _run(module, *args):
 
 
 def test_sample_cli_writes_npz_and_png(trained_workdir, tmp_path):
+  # Sampling needs no data: image shape and classes were recorded by training; a data_dir that cannot exist
+  # (under /proc) would fail any attempt to read or prepare the dataset.
   result = _run('sample', f'--workdir={trained_workdir}', '--num_samples=10', f'--output={tmp_path}/s.npz',
-                '--seed=3', '--truncation=0.5')
+                '--seed=3', '--truncation=0.5', '--config.data_dir=/proc/no_such_data')
   assert result.returncode == 0, result.stderr[-2000:]
   with np.load(tmp_path / 's.npz') as data:
     images = data['images']
@@ -136,6 +139,20 @@ def test_evaluate_cli_prints_one_json_line(trained_workdir):
   assert older.returncode == 0 and json.loads(older.stdout)['step'] == 2, older.stderr[-2000:]
   assert scores['feature_network'].startswith('digits_classifier') and 'inception_fid' not in scores
   assert np.isfinite(scores['digits_classifier_fid'])
+  # Both lines are kept in the workdir, and the generator's scores are in TensorBoard at their steps.
+  with open(os.path.join(trained_workdir, 'evaluations', 'evaluations.jsonl')) as f:
+    kept = [json.loads(line) for line in f]
+  assert kept == [scores, json.loads(older.stdout)]
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  logged = {}
+  for path in glob.glob(os.path.join(trained_workdir, 'evaluations', 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == 'eval/digits_classifier_fid':
+          logged[event.step] = float(tf.make_ndarray(value.tensor))
+  assert logged == {4: pytest.approx(scores['digits_classifier_fid']), 2: pytest.approx(kept[1]['digits_classifier_fid'])}
+  unrecorded = _run('evaluate', f'--workdir={trained_workdir}', '--num_samples=32', '--record=False')
+  assert unrecorded.returncode == 0 and len(open(os.path.join(trained_workdir, 'evaluations', 'evaluations.jsonl')).readlines()) == 2
 
 
 @pytest.mark.parametrize('module,args,message', [

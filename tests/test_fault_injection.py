@@ -6,6 +6,7 @@ bit-identical to a run that was never disturbed. Process-level faults of multi-p
 `test_multihost.py`; in-process faults (NaN steps, config changes on resume) in `test_reliability.py`.
 """
 import glob
+import json
 import os
 import random
 import re
@@ -41,7 +42,7 @@ def _train_args(config, workdir, **overrides):
             'num_sample_images': config.num_sample_images, 'num_train_steps': config.num_train_steps,
             'checkpoint_every_steps': config.checkpoint_every_steps, 'sample_every_steps': 100_000,
             'log_every_steps': config.log_every_steps, **overrides}
-  return ['--config=configs/default.py', f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in fields.items()]
+  return ['--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in fields.items()]
 
 
 def _eval_flags(cache):
@@ -161,7 +162,11 @@ def test_evaluate_falls_back_past_a_damaged_checkpoint_and_changes_nothing(refer
                 *_eval_flags(eval_cache))
   _assert_clean(result)
   assert '"step": 2,' in result.stdout and f'checkpoints/{STEPS} is unusable' in result.stderr
-  assert snapshot_files(workdir) == before
+  # What training wrote is unchanged; the scores are kept beside it, in evaluations/.
+  after = snapshot_files(workdir)
+  assert {path: digest for path, digest in after.items() if not path.startswith('evaluations/')} == before
+  with open(os.path.join(workdir, 'evaluations', 'evaluations.jsonl')) as f:
+    assert [json.loads(line)['step'] for line in f] == [2]
 
 
 def test_no_usable_checkpoint_is_one_line_for_the_tools(reference, tmp_path):

@@ -51,8 +51,8 @@ def test_every_technique_at_once_trains_logs_and_keeps_float32_state(all_on_run)
   assert int(state.step) == 4 and int(state.skipped_steps) == 0
   scalars = _scalars(workdir)
   # R1 ran on D updates 0 and 2 (steps 1 and 3): each logging window of two steps has one value.
-  assert sorted(scalars['d_r1']) == [2, 4] and all(v > 0 for v in scalars['d_r1'].values())
-  assert sorted(scalars['d_gp']) == [2, 4] and all(np.isfinite(v) for v in scalars['d_gp'].values())
+  assert sorted(scalars['train/d_r1']) == [2, 4] and all(v > 0 for v in scalars['train/d_r1'].values())
+  assert sorted(scalars['train/d_gp']) == [2, 4] and all(np.isfinite(v) for v in scalars['train/d_gp'].values())
   for leaf in jax.tree.leaves((state.generator, state.discriminator, state.generator_ema)):
     assert leaf.dtype in (np.float32, np.int32), leaf.dtype  # bfloat16 compute, float32 state
   kernel = state.generator_ema.params['Dense_3']['kernel']
@@ -110,7 +110,7 @@ def test_sample_and_evaluate_use_the_ema_generator_on_the_sharded_mesh(all_on_ru
                                       image_shape=run.info.image_shape, state_shardings=run.state_shardings,
                                       network=_mean_pool_network())
   assert evaluator.uses_ema
-  with_ema, _ = evaluator.generated_features(run.state)
+  with_ema, _, _ = evaluator.generated_features(run.state)
   # The same latents through the EMA generator, on the host: the evaluator scored the EMA's samples.
   latents = jax.random.normal(jax.random.fold_in(jax.random.key(run.config.eval.seed), 0), (16, run.config.latent_dim))
   expected, _ = _mean_pool_network().apply({}, steps.generate(jax.device_get(run.state), latents, gan=run.family.modules,

@@ -1,4 +1,5 @@
-"""FID, KID, Inception Score and precision/recall against direct computations and known answers."""
+"""FID, KID, Inception Score, precision/recall, class coverage and the nearest-training ratio against direct
+computations and known answers."""
 import numpy as np
 import pytest
 import scipy.linalg
@@ -72,3 +73,26 @@ def test_precision_recall_one_for_identical_sets_and_dropping_for_disjoint_ones(
   half = real[real[:, 0] > 0]
   precision, recall = metrics.precision_recall(real, half + rng.normal(scale=0.01, size=half.shape), k=3)
   assert precision > 0.95 and 0.4 < recall < 0.75
+
+
+def test_nearest_distances_match_a_direct_search():
+  rng = np.random.default_rng(5)
+  queries, points = rng.normal(size=(50, 8)), rng.normal(size=(70, 8))
+  direct = np.sqrt(((queries[:, None] - points[None]) ** 2).sum(-1)).min(1)
+  np.testing.assert_allclose(metrics.nearest_distances(queries, points, block=16), direct, rtol=1e-6)
+
+
+def test_nearest_train_ratio_is_near_one_for_fresh_data_and_near_zero_for_copies():
+  rng = np.random.default_rng(6)
+  train, heldout, fresh = (rng.normal(size=(n, 16)) for n in (2000, 300, 300))
+  assert metrics.nearest_train_ratio(train, heldout, fresh) == pytest.approx(1.0, abs=0.1)
+  copies = train[:300] + rng.normal(scale=1e-3, size=(300, 16))  # a generator that memorised its data
+  assert metrics.nearest_train_ratio(train, heldout, copies) < 0.01
+  far = fresh + 10.0  # off the data altogether
+  assert metrics.nearest_train_ratio(train, heldout, far) > 2
+
+
+def test_class_shares_and_label_accuracy_from_classifier_decisions():
+  probs = np.eye(4)[[0, 0, 1, 1, 1, 2, 2, 2]] * 0.7 + 0.075  # 8 samples; class 3 never chosen
+  np.testing.assert_allclose(metrics.class_shares(probs), [0.25, 0.375, 0.375, 0.0])
+  assert metrics.label_accuracy(probs, np.array([0, 1, 1, 1, 1, 2, 2, 3])) == pytest.approx(6 / 8)

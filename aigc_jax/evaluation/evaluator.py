@@ -6,7 +6,13 @@ precision/recall against the real data's features. Those reference features are 
 dataset/split/image size/feature network and cached as `.npz` under `<cache_dir>/reference/`.
 
 Metric names carry the feature network (`digits_classifier_fid`, `inception_fid`, ...): a digits-classifier
-FID is never an Inception FID.
+FID is never an Inception FID. Beside the distribution metrics:
+- `nearest_train_ratio`, when the dataset has a held-out split (`eval.heldout_split`): samples' distance to
+  their nearest training image over held-out real images' distance to theirs. Well below 1 means copies.
+- `rarest_class_share`, when the feature network classifies the dataset's own classes (the digits
+  classifier): the share of samples in the least generated class (0.1 for ten balanced classes).
+- `label_accuracy`, for class-conditional generators on such data: how often a sample drawn for class K is
+  classified as K.
 """
 import functools
 import os
@@ -14,6 +20,7 @@ import re
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -35,6 +42,7 @@ class FeatureNetwork(NamedTuple):
   weights_id: str    # identifies architecture and weights: part of the reference cache key
   apply: Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]  # (variables, images) -> (features, logits)
   variables: Any
+  dataset_classes: int = 0  # > 0 when its logits are the dataset's own classes (class shares, label accuracy)
 
 
 def cache_dir(config: ml_collections.ConfigDict) -> str:
@@ -50,7 +58,8 @@ def load_feature_network(config: ml_collections.ConfigDict, image_shape: tuple[i
                         f'{config.dataset!r} gives {tuple(image_shape)}; allowed here: inception')
     trained = digits_classifier.load_or_train(cache_dir(config), data_dir=config.data_dir,
                                               steps=config.eval.classifier_train_steps)
-    return FeatureNetwork(name, f'digits_classifier-{trained.recipe}', digits_classifier.apply, trained.params)
+    return FeatureNetwork(name, f'digits_classifier-{trained.recipe}', digits_classifier.apply, trained.params,
+                          dataset_classes=digits_classifier.NUM_CLASSES)
   path = inception.weights_path(config.eval.inception_weights)
   return FeatureNetwork(name, inception.network_id(path), inception.apply, inception.load_variables(path))
 
@@ -61,8 +70,13 @@ def _features_and_probs(apply_fn, variables, images):
 
 
 def score(name: str, real: np.ndarray, real_stats: metrics.GaussianStats, fake: np.ndarray,
-          fake_probs: np.ndarray, eval_config: ml_collections.ConfigDict) -> dict[str, float]:
-  """All metrics of `fake` features (and class probabilities) against the `real` ones, named `<name>_<metric>`."""
+          fake_probs: np.ndarray, eval_config: ml_collections.ConfigDict, *, dataset_classes: int = 0,
+          labels: np.ndarray | None = None, heldout: np.ndarray | None = None) -> dict[str, float]:
+  """All metrics of `fake` features (and class probabilities) against the `real` ones, named `<name>_<metric>`.
+
+  `dataset_classes` > 0 adds the rarest class's share of `fake` (and with `labels`, the label accuracy);
+  `heldout` features of held-out real images add the nearest-training ratio (`real` being the training set).
+  """
   kid, kid_stderr = metrics.kid(real, fake, num_subsets=eval_config.kid_subsets,
                                 subset_size=eval_config.kid_subset_size, seed=eval_config.seed)
   inception_score, inception_score_std = metrics.inception_score(fake_probs)
@@ -70,7 +84,27 @@ def score(name: str, real: np.ndarray, real_stats: metrics.GaussianStats, fake: 
   values = {'fid': metrics.frechet_distance(real_stats, metrics.gaussian_stats(fake)), 'kid': kid,
             'kid_stderr': kid_stderr, 'is': inception_score, 'is_std': inception_score_std,
             'precision': precision, 'recall': recall}
+  if dataset_classes:
+    values['rarest_class_share'] = float(metrics.class_shares(fake_probs[:, :dataset_classes]).min())
+    if labels is not None:
+      values['label_accuracy'] = metrics.label_accuracy(fake_probs[:, :dataset_classes], labels)
+  if heldout is not None:
+    values['nearest_train_ratio'] = metrics.nearest_train_ratio(real, heldout, fake)
   return {f'{name}_{metric}': value for metric, value in values.items()}
+
+
+def heldout_split(config: ml_collections.ConfigDict, builder: Any) -> str:
+  """The held-out split of the nearest-training ratio: `eval.heldout_split`, where 'auto' picks test, else
+  validation; '' for none, or when the reference split is not the training split."""
+  choice = config.eval.heldout_split
+  if config.eval.reference_split != config.train_split:
+    return ''  # the ratio measures distance to the training images, which the reference then is not
+  if choice != 'auto':
+    if choice:
+      input_pipeline.check_split(config, builder, 'eval.heldout_split', choice)
+    return choice
+  candidates = [s for s in ('test', 'validation') if s in builder.info.splits and s != config.eval.reference_split]
+  return candidates[0] if candidates else ''
 
 
 class Evaluator:
@@ -87,6 +121,7 @@ class Evaluator:
                generate: Callable[..., jax.Array] | None = None, num_classes: int = 0):
     self._config = config
     self._batch = config.eval.batch_size
+    self._num_classes = num_classes if generate is not None else gan.num_classes
     self._image_shape = tuple(image_shape)
     self.network = network or load_feature_network(config, image_shape)
     replicated = sharding_lib.replicated(mesh)
@@ -108,11 +143,15 @@ class Evaluator:
       if num_classes:  # classes drawn uniformly, as BigGAN-PyTorch samples for IS/FID
         labels = steps.sample_labels(jax.random.fold_in(rng, 1), self._batch, num_classes)
         labels = jax.lax.with_sharding_constraint(labels, self._split)
-      return features(variables, generate(state, z, labels))
+      sample_features, probs = features(variables, generate(state, z, labels))
+      return sample_features, probs, jnp.zeros((self._batch,), jnp.int32) if labels is None else labels
     self._sample_features = jax.jit(sample_features, in_shardings=(state_shardings, replicated, replicated),
-                                    out_shardings=(self._split, self._split))
-    self.reference, self.reference_probs = self._reference(builder)
+                                    out_shardings=(self._split, self._split, self._split))
+    self.reference, self.reference_probs = self._split_features(
+        builder, config.eval.reference_split, config.eval.num_reference)
     self.reference_stats = metrics.gaussian_stats(self.reference)
+    split = heldout_split(config, builder)
+    self.heldout = self._split_features(builder, split, 0)[0] if split else None
 
   def _gather(self, arrays):
     # Every process gets the whole batch (one process: a plain device-to-host copy).
@@ -128,17 +167,16 @@ class Evaluator:
       outputs.append([x[:len(chunk)] for x in self._gather(self._features(self._variables, batch))])
     return tuple(np.concatenate(parts) for parts in zip(*outputs))
 
-  def _reference(self, builder) -> tuple[np.ndarray, np.ndarray]:
+  def _split_features(self, builder, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features and class probabilities of a real split, cached on disk."""
     config = self._config
-    key = '-'.join([config.dataset, config.eval.reference_split, f'size{config.image_size}',
-                    f'n{config.eval.num_reference}', self.network.weights_id])
+    key = '-'.join([config.dataset, split, f'size{config.image_size}', f'n{limit}', self.network.weights_id])
     path = os.path.join(cache_dir(config), 'reference', re.sub(r'[^A-Za-z0-9_.-]', '_', key) + '.npz')
     if os.path.exists(path):
       with np.load(path) as cached:
         return cached['features'], cached['probs']
     logging.info('computing reference features %s', path)
-    images, _ = input_pipeline.real_images(config, builder, config.eval.reference_split,
-                                           config.eval.num_reference)
+    images, _ = input_pipeline.real_images(config, builder, split, limit)
     features, probs = self.image_features(images)
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -148,29 +186,52 @@ class Evaluator:
       os.replace(path + '.tmp', path)
     return features, probs
 
-  def generated_features(self, state: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Features and class probabilities of `eval.num_samples` samples from fixed latents (`eval.seed`)."""
+  def generated_features(self, state: Any, num_samples: int | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Features, class probabilities and class labels (None if unconditional) of `num_samples` (default
+    `eval.num_samples`) samples from fixed latents (`eval.seed`)."""
+    num_samples = num_samples or self._config.eval.num_samples
     base = jax.random.key(self._config.eval.seed)
     outputs = []
-    for index in range(-(-self._config.eval.num_samples // self._batch)):
+    for index in range(-(-num_samples // self._batch)):
       outputs.append(self._gather(self._sample_features(state, self._variables, jax.random.fold_in(base, index))))
-    return tuple(np.concatenate(parts)[:self._config.eval.num_samples] for parts in zip(*outputs))
+    features, probs, labels = (np.concatenate(parts)[:num_samples] for parts in zip(*outputs))
+    return features, probs, labels if self._num_classes else None
 
-  def score_features(self, features: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    return score(self.network.name, self.reference, self.reference_stats, features, probs, self._config.eval)
+  def reference_halves(self) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the two random halves of the reference data that the floor compares."""
+    order = np.random.default_rng(_FLOOR_SEED).permutation(len(self.reference))
+    return order[:len(order) // 2], order[len(order) // 2:]
 
-  def __call__(self, state: Any) -> dict[str, float]:
-    return self.score_features(*self.generated_features(state))
+  def score_features(self, features: np.ndarray, probs: np.ndarray, labels: np.ndarray | None = None, *,
+                     against_half: bool = False) -> dict[str, float]:
+    """Scores of generated features against the reference, or with `against_half` against the half of it
+    that the floor uses as its reference (so that equal sample counts compare with the floor)."""
+    reference, stats = self.reference, self.reference_stats
+    if against_half:
+      reference = self.reference[self.reference_halves()[0]]
+      stats = metrics.gaussian_stats(reference)
+    with_labels = labels is not None and self._num_classes == self.network.dataset_classes
+    return score(self.network.name, reference, stats, features, probs, self._config.eval,
+                 dataset_classes=self.network.dataset_classes, labels=labels if with_labels else None,
+                 heldout=self.heldout)
 
-  def noise_baseline(self) -> dict[str, float]:
+  def __call__(self, state: Any, *, against_half: bool = False) -> dict[str, float]:
+    """Scores of the generator's samples: `eval.num_samples` of them against the whole reference, or with
+    `against_half` as many as the floor's second half against its first (see `real_halves_baseline`)."""
+    num_samples = len(self.reference_halves()[1]) if against_half else None
+    return self.score_features(*self.generated_features(state, num_samples), against_half=against_half)
+
+  def noise_baseline(self, *, against_half: bool = False) -> dict[str, float]:
     """Scores of uniform noise images in [-1, 1]: the worst a generator should ever be."""
     rng = np.random.default_rng(self._config.eval.seed)
-    noise = rng.uniform(-1, 1, (self._config.eval.num_samples,) + self._image_shape).astype(np.float32)
-    return self.score_features(*self.image_features(noise))
+    count = len(self.reference_halves()[1]) if against_half else self._config.eval.num_samples
+    noise = rng.uniform(-1, 1, (count,) + self._image_shape).astype(np.float32)
+    return self.score_features(*self.image_features(noise), against_half=against_half)
 
   def real_halves_baseline(self) -> dict[str, float]:
     """Scores of one random half of the reference data against the other: the floor sampling noise sets."""
-    order = np.random.default_rng(_FLOOR_SEED).permutation(len(self.reference))
-    first, second = order[:len(order) // 2], order[len(order) // 2:]
+    first, second = self.reference_halves()
     return score(self.network.name, self.reference[first], metrics.gaussian_stats(self.reference[first]),
-                 self.reference[second], self.reference_probs[second], self._config.eval)
+                 self.reference[second], self.reference_probs[second], self._config.eval,
+                 dataset_classes=self.network.dataset_classes)

@@ -5,6 +5,10 @@
   subsets, with its standard error over those subsets.
 - Inception Score (Salimans et al., 2016): exp E_x KL(p(y|x) || p(y)), mean and std over splits.
 - Precision/recall (Kynkäänniemi et al., 2019): the fraction of one set inside the other's k-NN manifold.
+- Class coverage of a classifier's decisions: the rarest class's share of samples, and for a
+  class-conditional generator how often its samples are classified as the class they were drawn for.
+- Nearest-training ratio: how close samples sit to their nearest training image, relative to how close
+  held-out real images sit to theirs (a data-copying check in the spirit of Meehan et al., 2020).
 All sums run in float64: covariances of thousands of features lose digits in float32.
 """
 from typing import NamedTuple
@@ -126,3 +130,33 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, *, k: int = 3, block: i
   precision = _inside_manifold(real, _knn_radii(real, k, block), fake, block).mean()
   recall = _inside_manifold(fake, _knn_radii(fake, k, block), real, block).mean()
   return float(precision), float(recall)
+
+
+def nearest_distances(queries: np.ndarray, points: np.ndarray, *, block: int = 1024) -> np.ndarray:
+  """Euclidean distance from each of `queries` [N, D] to its nearest row of `points` [M, D]."""
+  queries, points = np.asarray(queries, np.float64), np.asarray(points, np.float64)
+  nearest = np.empty(len(queries))
+  for start in range(0, len(queries), block):
+    nearest[start:start + block] = _squared_distances(queries[start:start + block], points).min(axis=1)
+  return np.sqrt(nearest)
+
+
+def nearest_train_ratio(train: np.ndarray, heldout: np.ndarray, fake: np.ndarray) -> float:
+  """mean distance(fake, nearest train) / mean distance(held-out real, nearest train).
+
+  About 1 when samples are as far from the training set as fresh real data is; well below 1 when samples
+  sit on top of training images (copies); above 1 when they are off the data altogether. Means, not
+  medians: features with many exact ties (e.g. blank pixels) can give a median distance of 0.
+  """
+  return float(np.mean(nearest_distances(fake, train)) / np.mean(nearest_distances(heldout, train)))
+
+
+def class_shares(probs: np.ndarray) -> np.ndarray:
+  """The share of samples the classifier assigns to each class (its argmax), from probabilities [N, K]."""
+  decisions = np.asarray(probs).argmax(axis=1)
+  return np.bincount(decisions, minlength=probs.shape[1]) / len(decisions)
+
+
+def label_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+  """The fraction of samples the classifier assigns to the class they were generated for."""
+  return float(np.mean(np.asarray(probs).argmax(axis=1) == np.asarray(labels)))

@@ -1,0 +1,213 @@
+"""`python -m aigc_jax.quality --config=configs/X.py --root=DIR [--seeds=3] [-- --config.<field>=value ...]`.
+
+The quality protocol: GAN results vary from run to run, so a quality figure is a mean over seeds with its
+spread. For each seed S the config trains once in its own workdir `DIR/seedS` (`--config.seed=S`, plus any
+overrides after `--`), timed from the command's start to its end, and is then scored by
+`python -m aigc_jax.evaluate --reference=half`: as many samples as the real-halves floor has on each side.
+The floor (one half of the real data against the other) and uniform noise are scored with the same counts.
+
+It writes, under DIR:
+- `seedS.log`: the training command and its console output; `seedS.json`: its wall time and scores;
+- `quality.json`: every seed, the floor, noise, and mean ± sample std over seeds of each metric;
+- `quality.md`: the same as a Markdown table, and one row for the README's quality table;
+- `samples.png`: 64 samples from seed 0's generator.
+
+Re-running with the same config and overrides reuses the seeds that finished (their `seedS.json`) and
+resumes an interrupted run from its checkpoints (its wall time is then not recorded). Exit status: 0 when
+every seed trained and was scored, 1 when a run failed (the line names its log), 2 for bad input.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+from aigc_jax import cli
+
+_CONFIG = flags.DEFINE_string('config', None, 'The config file to measure, e.g. configs/default.py.')
+_ROOT = flags.DEFINE_string('root', None, 'Directory for the runs (DIR/seedS) and the results.')
+_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0..N-1, one training run each.')
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The figures of the table, in order: (metric suffix, column title). Absent ones (e.g. label accuracy of an
+# unconditional model) are left out.
+METRICS = (('fid', 'FID'), ('kid', 'KID'), ('precision', 'precision'), ('recall', 'recall'), ('is', 'IS'),
+           ('rarest_class_share', 'rarest class'), ('label_accuracy', 'label accuracy'),
+           ('nearest_train_ratio', 'nearest-train ratio'))
+
+
+def _module(name: str, *args: str) -> list[str]:
+  return [sys.executable, '-m', f'aigc_jax.{name}', *args]
+
+
+def _last_error_line(output: str) -> str:
+  errors = [line for line in output.splitlines() if line.startswith('error:')]
+  return errors[-1] if errors else (output.strip().splitlines() or ['(no output)'])[-1]
+
+
+class RunFailed(Exception):
+  pass
+
+
+def _run(argv: list[str], log_path: str | None = None) -> str:
+  """Runs a command to completion; its stdout, or RunFailed naming the command's last error line."""
+  result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+  if log_path:
+    with open(log_path, 'w') as log:
+      log.write(' '.join(argv) + '\n' + result.stdout + result.stderr)
+  if result.returncode:
+    where = f' (full output: {log_path})' if log_path else ''
+    raise RunFailed(f'{" ".join(argv[1:4])} ... exited with status {result.returncode}: '
+                    f'{_last_error_line(result.stderr + result.stdout)}{where}')
+  return result.stdout
+
+
+def _scores(stdout: str) -> dict[str, Any]:
+  """The JSON line `evaluate` prints."""
+  lines = [line for line in stdout.splitlines() if line.startswith('{')]
+  if not lines:
+    raise RunFailed(f'evaluate printed no JSON line: {stdout.strip()[-300:]}')
+  return json.loads(lines[-1])
+
+
+def _metric(scores: dict[str, Any], suffix: str) -> float | None:
+  """The figure `<feature network>_<suffix>` of an evaluate line, or None."""
+  network = scores.get('feature_network', '').split('-')[0]
+  return scores.get(f'{network}_{suffix}')
+
+
+def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+  """Mean, sample std (0 for one seed) and count over seeds of each metric and of the training wall time."""
+  summary = {}
+  for suffix, _ in METRICS:
+    values = [_metric(seed['scores'], suffix) for seed in per_seed]
+    values = [v for v in values if v is not None]
+    if values:
+      summary[suffix] = {'mean': float(np.mean(values)), 'std': float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                         'n': len(values)}
+  walls = [seed['train_wall_s'] for seed in per_seed if seed.get('train_wall_s') is not None]
+  if walls:
+    summary['train_wall_s'] = {'mean': float(np.mean(walls)),
+                               'std': float(np.std(walls, ddof=1)) if len(walls) > 1 else 0.0, 'n': len(walls)}
+  return summary
+
+
+def _figure(value: float | None) -> str:
+  if value is None:
+    return '–'
+  return f'{value:.3g}' if abs(value) < 100 else f'{value:.0f}'
+
+
+def markdown(config: str, overrides: list[str], summary: dict[str, dict[str, float]], floor: dict[str, Any],
+             noise: dict[str, Any], network: str, num_samples: int, num_reference: int) -> str:
+  """The protocol's table (one metric a row) and a one-line row for the README's quality table."""
+  n = max((entry['n'] for entry in summary.values()), default=0)
+  title = f'`{config}`' + (f' `{" ".join(overrides)}`' if overrides else '')
+  lines = [f'Quality of {title} over {n} seed(s): {network} features, {num_samples} samples against '
+           f'{num_reference} real images (the floor: two disjoint real halves of those sizes).', '',
+           f'| metric | mean ± std over seeds | real halves (floor) | uniform noise |', '|---|---|---|---|']
+  for suffix, title_ in METRICS:
+    if suffix in summary:
+      lines.append(f'| {title_} | {_figure(summary[suffix]["mean"])} ± {_figure(summary[suffix]["std"])} | '
+                   f'{_figure(_metric(floor, suffix))} | {_figure(_metric(noise, suffix))} |')
+  if 'train_wall_s' in summary:
+    wall = summary['train_wall_s']
+    lines.append(f'| training wall time (s) | {wall["mean"]:.0f} ± {wall["std"]:.0f} | | |')
+  fid, floor_fid = summary.get('fid'), _metric(floor, 'fid')
+  ratio = f' ({fid["mean"] / floor_fid:.1f}× floor)' if fid and floor_fid else ''
+  cells = [f'{_figure(fid["mean"])} ± {_figure(fid["std"])}{ratio}' if fid else '–']
+  for suffix in ('precision', 'recall', 'rarest_class_share', 'label_accuracy', 'nearest_train_ratio'):
+    cells.append(f'{_figure(summary[suffix]["mean"])} ± {_figure(summary[suffix]["std"])}' if suffix in summary else '–')
+  wall = summary.get('train_wall_s')
+  cells.append(f'{wall["mean"] / 60:.1f} min' if wall else '–')
+  lines += ['', 'README row (config | seeds | FID | precision | recall | rarest class | label accuracy | '
+            'nearest-train ratio | wall):', '', f'| {title} | {n} | ' + ' | '.join(cells) + ' |']
+  return '\n'.join(lines) + '\n'
+
+
+def _has_checkpoints(workdir: str) -> bool:
+  directory = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def measure_seed(config: str, overrides: list[str], root: str, seed: int) -> dict[str, Any]:
+  """Trains (or reuses) seed `seed` and scores it against the floor's half; the seed's record."""
+  record_path = os.path.join(root, f'seed{seed}.json')
+  if os.path.exists(record_path):
+    with open(record_path) as f:
+      record = json.load(f)
+    if record.get('config') == config and record.get('overrides') == overrides:
+      print(f'seed {seed}: reusing {record_path}', flush=True)
+      return record
+  workdir = os.path.join(root, f'seed{seed}')
+  resumed = _has_checkpoints(workdir)
+  start = time.monotonic()
+  _run(_module('main', f'--config={config}', f'--workdir={workdir}', f'--config.seed={seed}', *overrides),
+       os.path.join(root, f'seed{seed}.log'))
+  wall = None if resumed else time.monotonic() - start
+  scores = _scores(_run(_module('evaluate', f'--workdir={workdir}', '--reference=half')))
+  record = {'config': config, 'overrides': overrides, 'seed': seed, 'workdir': workdir, 'train_wall_s': wall,
+            'resumed': resumed, 'scores': scores}
+  with open(record_path + '.tmp', 'w') as f:
+    json.dump(record, f, indent=1)
+  os.replace(record_path + '.tmp', record_path)
+  took = f'trained in {wall:.0f} s' if wall is not None else 'resumed (wall time not recorded)'
+  print(f'seed {seed}: {took}; FID {_figure(_metric(scores, "fid"))}', flush=True)
+  return record
+
+
+def main(argv: list[str]) -> None:
+  overrides = list(argv[1:])
+  bad = [arg for arg in overrides if not arg.startswith('--config.')]
+  if bad:
+    cli.fail(f'unexpected argument {bad[0]!r}; allowed after --: --config.<field>=<value> for every seed')
+  if not _CONFIG.value or not _ROOT.value:
+    cli.fail('--config and --root are required, e.g. --config=configs/default.py --root=/tmp/quality')
+  if _SEEDS.value < 1:
+    cli.fail(f'--seeds={_SEEDS.value} is not allowed; allowed: an integer >= 1')
+  config_path = os.path.abspath(_CONFIG.value)
+  config = cli.load_config_file(config_path)
+  for arg in overrides:
+    problem = cli.override_problem(arg, config)
+    if problem:
+      cli.fail(problem)
+  if any(re.match(r'--config\.seed=', arg) for arg in overrides):
+    cli.fail('--config.seed is set by the protocol (0..N-1); allowed: --seeds=N')
+  config_name = os.path.relpath(config_path, REPO_ROOT) if config_path.startswith(REPO_ROOT + os.sep) else config_path
+  root = os.path.abspath(_ROOT.value)
+  if os.path.isfile(root):
+    cli.fail(f'--root={_ROOT.value} is a file; allowed: a new directory, or one this tool wrote before')
+  foreign = sorted(name for name in (os.listdir(root) if os.path.isdir(root) else [])
+                   if not re.fullmatch(r'seed\d+(\.json|\.log|\.json\.tmp)?|quality\.(json|md)|samples\.png', name))
+  if foreign:
+    cli.fail(f'--root={_ROOT.value} holds {foreign[0]!r}, which this tool did not write; allowed: a new directory, '
+             'or one a previous quality run wrote (its finished seeds are reused)')
+  os.makedirs(root, exist_ok=True)
+  print(f'quality of {config_name} over {_SEEDS.value} seed(s) under {root}', flush=True)
+  try:
+    per_seed = [measure_seed(config_path, overrides, root, seed) for seed in range(_SEEDS.value)]
+    first = per_seed[0]['workdir']
+    floor = _scores(_run(_module('evaluate', f'--workdir={first}', '--baseline=real_halves')))
+    noise = _scores(_run(_module('evaluate', f'--workdir={first}', '--baseline=noise', '--reference=half')))
+    _run(_module('sample', f'--workdir={first}', '--num_samples=64', f'--output={os.path.join(root, "samples.png")}'))
+  except RunFailed as e:
+    cli.fail(str(e), status=cli.EXIT_RUN_FAILED)
+  summary = summarise(per_seed)
+  scores = per_seed[0]['scores']
+  table = markdown(config_name, overrides, summary, floor, noise, scores['feature_network'].split('-')[0],
+                   scores['num_samples'], scores['num_reference'])
+  with open(os.path.join(root, 'quality.json'), 'w') as f:
+    json.dump({'config': config_name, 'overrides': overrides, 'seeds': per_seed, 'floor': floor, 'noise': noise,
+               'summary': summary}, f, indent=1)
+  with open(os.path.join(root, 'quality.md'), 'w') as f:
+    f.write(table)
+  print(table, end='', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv))

@@ -1,0 +1,80 @@
+"""The quality protocol, `python -m aigc_jax.quality`: real training runs over two seeds on the offline digits,
+scored against the real-halves floor with equal sample counts."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO_ROOT
+
+
+def _quality(*args):
+  return subprocess.run([sys.executable, '-m', 'aigc_jax.quality', *args], cwd=REPO_ROOT, capture_output=True,
+                        text=True, timeout=900)
+
+
+def _tiny_overrides(data_dir, cache_dir):
+  return [f'--config.data_dir={data_dir}', '--config.batch_size=16', '--config.num_train_steps=4',
+          '--config.width_multiplier=0.125', '--config.shuffle_buffer=64', '--config.log_every_steps=2',
+          '--config.sample_every_steps=4', '--config.checkpoint_every_steps=4', '--config.num_sample_images=4',
+          f'--config.eval.cache_dir={cache_dir}', '--config.eval.classifier_train_steps=40',
+          '--config.eval.num_reference=200', '--config.eval.batch_size=32', '--config.eval.kid_subsets=10',
+          '--config.eval.kid_subset_size=50']
+
+
+def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, tfds_data_dir, eval_cache):
+  root = tmp_path / 'quality'
+  result = _quality('--config=configs/mlp_gan_mnist.py', f'--root={root}', '--seeds=2', '--',
+                    *_tiny_overrides(tfds_data_dir, eval_cache))
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(root / 'quality.json') as f:
+    report = json.load(f)
+  seeds = report['seeds']
+  assert [s['seed'] for s in seeds] == [0, 1]
+  assert all(s['train_wall_s'] > 0 and not s['resumed'] for s in seeds)
+  fids = [s['scores']['digits_classifier_fid'] for s in seeds]
+  assert fids[0] != fids[1]  # two seeds, two different generators
+  assert report['summary']['fid']['mean'] == pytest.approx(np.mean(fids))
+  assert report['summary']['fid']['std'] == pytest.approx(np.std(fids, ddof=1))
+  # Equal counts on both sides: the generator's samples and the floor's second half, against the same half.
+  assert seeds[0]['scores']['num_samples'] == report['floor']['num_samples'] == 100
+  assert seeds[0]['scores']['num_reference'] == report['floor']['num_reference'] == 100
+  # The floor is far below both a 4-step generator and noise; the digits' classes are reported.
+  floor_fid, noise_fid = report['floor']['digits_classifier_fid'], report['noise']['digits_classifier_fid']
+  assert 5 * floor_fid < min(min(fids), noise_fid)
+  assert 0 <= report['summary']['rarest_class_share']['mean'] <= 0.1
+  assert report['summary']['nearest_train_ratio']['mean'] > 0
+  grid = np.asarray(Image.open(root / 'samples.png'))
+  assert grid.shape == (2 + 8 * 30, 2 + 8 * 30)  # 64 images of 28 + 2 padding
+  table = (root / 'quality.md').read_text()
+  assert '| FID |' in table and '× floor' in table
+  assert table in result.stdout and 'seed 1: trained in' in result.stdout
+  assert os.path.exists(root / 'seed0.log') and os.path.isdir(root / 'seed1' / 'checkpoints')
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--seeds=0'], '--seeds=0 is not allowed; allowed: an integer >= 1'),
+    (['--', '--config.seed=3'], '--config.seed is set by the protocol'),
+    (['--', '--config.bogus=1'], "unknown config key 'bogus'"),
+    (['--', 'extra'], "unexpected argument 'extra'"),
+    (['--config=configs/no_such_config.py'], "'configs/no_such_config.py' is not a file"),
+])
+def test_bad_input_is_one_line_and_trains_nothing(tmp_path, args, message):
+  result = _quality('--config=configs/mlp_gan_mnist.py', f'--root={tmp_path / "q"}', *args)
+  assert result.returncode == 2 and result.stderr.strip().splitlines() == [f'error: {result.stderr.strip()[7:]}']
+  assert message in result.stderr
+  assert not os.path.exists(tmp_path / 'q')
+
+
+def test_a_root_holding_other_files_is_refused_and_left_alone(tmp_path):
+  root = tmp_path / 'q'
+  root.mkdir()
+  (root / 'notes.txt').write_text('mine')
+  result = _quality('--config=configs/mlp_gan_mnist.py', f'--root={root}', '--seeds=1')
+  assert result.returncode == 2 and result.stderr.startswith('error: ') and len(result.stderr.splitlines()) == 1
+  assert "holds 'notes.txt', which this tool did not write" in result.stderr
+  assert os.listdir(root) == ['notes.txt'] and (root / 'notes.txt').read_text() == 'mine'
