@@ -85,7 +85,7 @@ def parse_flags(argv: list[str], config_flag=None, *, example: str = 'configs/de
   With `config_flag` (a `config_flags.DEFINE_config_file` holder) the config file is required and must load;
   `--config.<key>` overrides must name fields of it, or of `config` (a tool's `define_config_overrides`).
   """
-  if config_flag is not None:
+  if config_flag is not None and not set(argv[1:]) & {'--help', '-h', '-?', '--helpshort', '--helpfull'}:
     specs = [arg.split('=', 1)[1] for arg in argv if re.match(r'^--?config=', arg)]
     if not specs or not specs[-1]:
       fail(f'--config is required, e.g. --config={example}')

@@ -4,8 +4,15 @@ Scores the generator of the newest usable checkpoint, or of `--step=N` (FID, KID
 the configured feature network; for a VAE, its decoder's mean on prior latents) and prints one JSON line; the EMA generator when the
 run has one (`"ema": true` in the line), unless `--config.sample_with_ema=False`. `--baseline=noise` scores
 uniform noise images instead and
-`--baseline=real_halves` one half of the real data against the other (the floor). Bad input ends with one
-`error:` line and exit status 2.
+`--baseline=real_halves` one half of the real data against the other (the floor). `--reference=half` scores
+the generator (or noise) against the floor's reference half, with as many samples as the floor's other half:
+equal sample counts on both sides, so its FID compares directly with the floor's (`python -m aigc_jax.quality`
+does this). Bad input ends with one `error:` line and exit status 2.
+
+Each line is also kept in the run's workdir, beside (never inside) what training writes: appended to
+`WORKDIR/evaluations/evaluations.jsonl`, and a generator's scores as TensorBoard scalars `eval/<metric>` at
+the checkpoint's step in `WORKDIR/evaluations/` (TensorBoard shows it as the run `evaluations`).
+`--record=False` keeps nothing.
 """
 import json
 import os
@@ -13,30 +20,39 @@ import sys
 
 from absl import app, flags
 
-from aigc_jax import cli
-from configs import default
+from aigc_jax import cli, console
+from configs import base
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir with checkpoints.')
 _STEP = flags.DEFINE_integer('step', None, 'The checkpoint step to use (default: the newest usable one).')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Generated samples (default: config.eval.num_samples).')
 _BASELINE = flags.DEFINE_enum('baseline', 'generator', ['generator', 'noise', 'real_halves'],
                               'What to score: the generator, uniform noise images, or half the real data.')
-_CONFIG = cli.define_config_overrides(default.get_config(),
+_REFERENCE = flags.DEFINE_enum('reference', 'all', ['all', 'half'],
+                               'Score against all reference images, or against the floor\'s half with as many '
+                               'samples as its other half (figures comparable with --baseline=real_halves).')
+_RECORD = flags.DEFINE_bool('record', True, 'Also append the line to WORKDIR/evaluations/evaluations.jsonl '
+                             'and write the scores to TensorBoard there.')
+_CONFIG = cli.define_config_overrides(base.get_config(),
                                       'Overrides of the run config, e.g. --config.eval.inception_weights=PATH.')
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  remaining = cli.parse_flags(argv, config=default.get_config())
+  remaining = cli.parse_flags(argv, config=base.get_config())
   if not _WORKDIR.value:
     cli.fail('--workdir is required')
   if _NUM_SAMPLES.value is not None and _NUM_SAMPLES.value < 10:
     cli.fail(f'--num_samples={_NUM_SAMPLES.value} is not allowed; allowed: an integer >= 10')
+  if _REFERENCE.value == 'half' and _NUM_SAMPLES.value is not None:
+    cli.fail('--num_samples cannot be combined with --reference=half, which takes as many samples as the '
+             "floor's second half; allowed: one of the two")
   return remaining
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  console.configure(flags.FLAGS.verbosity)
   cli.quiet_orbax_info()
   cli.hide_gpus_from_tensorflow()
   from aigc_jax import restored_run  # pylint: disable=g-import-not-at-top  (jax and TF: after flag checks)
@@ -56,14 +72,39 @@ def main(argv: list[str]) -> None:
     cli.fail(str(e))
   except CheckpointError as e:
     cli.fail(str(e), status=cli.EXIT_RUN_FAILED)
-  scores = {'generator': lambda: evaluator(run.state), 'noise': evaluator.noise_baseline,
+  half = _REFERENCE.value == 'half'
+  scores = {'generator': lambda: evaluator(run.state, against_half=half),
+            'noise': lambda: evaluator.noise_baseline(against_half=half),
             'real_halves': evaluator.real_halves_baseline}[_BASELINE.value]()
-  num_samples = len(evaluator.reference) // 2 if _BASELINE.value == 'real_halves' else run.config.eval.num_samples
-  num_reference = len(evaluator.reference) - num_samples if _BASELINE.value == 'real_halves' else len(evaluator.reference)
-  print(json.dumps({'workdir': os.path.abspath(_WORKDIR.value), 'step': run.step, 'source': _BASELINE.value,
-                    'ema': _BASELINE.value == 'generator' and evaluator.uses_ema,
-                    'feature_network': evaluator.network.weights_id, 'num_samples': num_samples,
-                    'num_reference': num_reference, **scores}), flush=True)
+  first, second = evaluator.reference_halves()
+  if half or _BASELINE.value == 'real_halves':
+    num_samples, num_reference = len(second), len(first)
+  else:
+    num_samples, num_reference = run.config.eval.num_samples, len(evaluator.reference)
+  line = {'workdir': os.path.abspath(_WORKDIR.value), 'step': run.step, 'source': _BASELINE.value,
+          'reference': _REFERENCE.value, 'ema': _BASELINE.value == 'generator' and evaluator.uses_ema,
+          'feature_network': evaluator.network.weights_id, 'num_samples': num_samples,
+          'num_reference': num_reference, **scores}
+  print(json.dumps(line), flush=True)
+  if _RECORD.value:
+    record(os.path.abspath(_WORKDIR.value), line, scores if _BASELINE.value == 'generator' else None)
+
+
+def record(workdir: str, line: dict, scores: dict | None) -> None:
+  """Appends `line` to WORKDIR/evaluations/evaluations.jsonl and writes `scores` (if any) to TensorBoard there;
+  a workdir that cannot take them gets one warning, and the printed line stands."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(workdir, 'evaluations')
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, 'evaluations.jsonl'), 'a') as f:
+      f.write(json.dumps(line) + '\n')
+    if scores is not None:
+      writer = metric_writers.SummaryWriter(directory)
+      writer.write_scalars(line['step'], console.tensorboard_scalars(scores, 'eval'))
+      writer.close()
+  except Exception as e:  # pylint: disable=broad-except  (OSError; TensorFlow's own I/O errors)
+    print(f'warning: the scores were not kept in {directory}: {" ".join(str(e).split())[:200]}', file=sys.stderr)
 
 
 if __name__ == '__main__':

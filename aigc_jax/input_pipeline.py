@@ -38,6 +38,25 @@ class DatasetInfo:
   num_train_examples: int
 
 
+DATASET_INFO_FILE = 'dataset_info.json'  # written into the workdir by training: sampling needs no data
+
+
+def info_record(config: ml_collections.ConfigDict, info: DatasetInfo) -> dict[str, Any]:
+  """`info` as JSON, with the config fields that determine it."""
+  return {'dataset': config.dataset, 'train_split': config.train_split, 'image_size': config.image_size,
+          'image_key': config.image_key, 'label_key': config.label_key, 'image_shape': list(info.image_shape),
+          'num_classes': info.num_classes, 'num_train_examples': info.num_train_examples, 'name': info.name}
+
+
+def info_from_record(config: ml_collections.ConfigDict, record: dict[str, Any]) -> DatasetInfo | None:
+  """The DatasetInfo a run recorded, or None if it was recorded for other data than `config` names."""
+  if any(record.get(field) != config[field] for field in
+         ('dataset', 'train_split', 'image_size', 'image_key', 'label_key')):
+    return None
+  return DatasetInfo(record['name'], tuple(record['image_shape']), record['num_classes'],
+                     record['num_train_examples'])
+
+
 def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The TFDS builder for `config.dataset` (a TFDS name, or `folder:DIR`), prepared (built or downloaded) if
   it is not yet.

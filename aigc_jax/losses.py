@@ -13,6 +13,8 @@ class GanLoss(NamedTuple):
   discriminator: Callable[[jax.Array, jax.Array], jax.Array]
   generator: Callable[[jax.Array], jax.Array]
   logistic: bool  # whether sigmoid(output) is D's probability that its input is real
+  # The output above which D calls its input real (D's accuracy is logged); None where the loss defines none.
+  decision_threshold: float | None
 
 
 def _cross_entropy_d(real, fake):
@@ -22,24 +24,32 @@ def _cross_entropy_d(real, fake):
 
 GAN_LOSSES: dict[str, GanLoss] = {
     # Goodfellow et al.'s practical objective: G maximises log D(G(z)). The seeds' binary cross-entropy.
-    'non_saturating': GanLoss(_cross_entropy_d, lambda fake: jnp.mean(jax.nn.softplus(-fake)), True),
+    'non_saturating': GanLoss(_cross_entropy_d, lambda fake: jnp.mean(jax.nn.softplus(-fake)), True, 0.0),
     # The original minimax objective: G minimises log(1 - D(G(z))) = -softplus(fake).
-    'minimax': GanLoss(_cross_entropy_d, lambda fake: -jnp.mean(jax.nn.softplus(fake)), True),
+    'minimax': GanLoss(_cross_entropy_d, lambda fake: -jnp.mean(jax.nn.softplus(fake)), True, 0.0),
     # Lim & Ye / Miyato et al.
     'hinge': GanLoss(lambda real, fake: jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake)),
-                     lambda fake: -jnp.mean(fake), False),
+                     lambda fake: -jnp.mean(fake), False, 0.0),
     # Arjovsky et al.: the critic estimates E[f(real)] - E[f(fake)]; pair with a penalty or clipping.
     'wasserstein': GanLoss(lambda real, fake: jnp.mean(fake) - jnp.mean(real),
-                           lambda fake: -jnp.mean(fake), False),
+                           lambda fake: -jnp.mean(fake), False, None),
     # Mao et al. (a=0, b=1, c=1).
     'least_squares': GanLoss(lambda real, fake: 0.5 * jnp.mean((real - 1.0) ** 2) + 0.5 * jnp.mean(fake ** 2),
-                             lambda fake: 0.5 * jnp.mean((fake - 1.0) ** 2), False),
+                             lambda fake: 0.5 * jnp.mean((fake - 1.0) ** 2), False, 0.5),
 }
 
 
 # How the two losses are minimised in a step (`steps.train_step`): D, then G through the updated D; or both
 # networks from one forward pass (the TensorFlow DCGAN tutorial's two-tape step).
 GAN_UPDATES = ('alternating', 'simultaneous')
+
+
+def discriminator_accuracy(loss: GanLoss, real: jax.Array, fake: jax.Array) -> dict[str, jax.Array]:
+  """D's accuracy on real and on generated images at the loss's decision threshold ({} where it has none)."""
+  if loss.decision_threshold is None:
+    return {}
+  return {'d_acc_real': jnp.mean((real > loss.decision_threshold).astype(jnp.float32)),
+          'd_acc_fake': jnp.mean((fake < loss.decision_threshold).astype(jnp.float32))}
 
 
 def get_gan_loss(name: str) -> GanLoss:

@@ -6,6 +6,9 @@ that cannot continue (a checkpoint that cannot be saved or restored, too many no
 `error:` line and exit status 1. SIGTERM/SIGINT save a checkpoint and exit 0 (during set-up, before the first
 step: they exit 0 with no checkpoint written).
 
+The console shows the set-up, one line per log interval, one per evaluation and a closing summary;
+`--verbosity=1` (`-v 1`) adds the libraries' own lines (TensorFlow, TFDS, Orbax, JAX), `-v 2` debug lines.
+
 Multi-process (multi-host) runs: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each
 process, or nothing under SLURM / Open MPI, or `--distributed=on` on TPU pods; see `distributed.py`.
 """
@@ -16,7 +19,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aigc_jax import cli, distributed
+from aigc_jax import cli, console, distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file with get_config().',
                                           lock_config=True)
@@ -46,6 +49,7 @@ def main(argv: list[str]) -> None:
   # Until training takes over SIGTERM and SIGINT (or, on a multi-process run, JAX's preemption notifier).
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, _stopped_while_starting)
+  console.configure(flags.FLAGS.verbosity)
   cli.quiet_orbax_info()
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -57,12 +61,10 @@ def main(argv: list[str]) -> None:
     peers = distributed.initialize(settings)  # before anything touches a jax backend
   except distributed.DistributedError as e:
     cli.fail(str(e))
-  import jax  # pylint: disable=g-import-not-at-top
   from aigc_jax import train  # pylint: disable=g-import-not-at-top
   from aigc_jax.checkpointing import CheckpointError  # pylint: disable=g-import-not-at-top
   from aigc_jax.config_errors import ConfigError  # pylint: disable=g-import-not-at-top
 
-  logging.info('jax %s: %d process(es), %d device(s)', jax.__version__, jax.process_count(), jax.device_count())
   try:
     train.train_and_evaluate(_CONFIG.value, cli.absolute_workdir(_WORKDIR.value))
   except train.StoppedDuringSetup as e:

@@ -20,18 +20,33 @@ def learning_rate_schedule(peak: float, *, kind: str, warmup_steps: int, total_s
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup_steps), decay], [warmup_steps])
 
 
-def create_optimizer(config: ml_collections.ConfigDict, network: str) -> optax.GradientTransformation:
-  """Adam for `network` ('generator', 'discriminator' or 'vae') with its own learning rate and step count.
-
-  The discriminator takes `n_critic` updates per training step, so its schedule spans
-  `num_train_steps * n_critic` of its own updates. A VAE uses `learning_rate`, one update per step.
-  """
+def _schedule(config: ml_collections.ConfigDict, network: str) -> tuple[optax.Schedule, int]:
+  """`network`'s schedule over its own updates, and its updates per training step."""
   own_rate = {'generator': config.g_learning_rate, 'discriminator': config.d_learning_rate}.get(network)
   peak = own_rate if own_rate is not None else config.learning_rate
   updates_per_step = config.n_critic if network == 'discriminator' else 1
   schedule = learning_rate_schedule(peak, kind=config.lr_schedule,
                                     warmup_steps=config.warmup_steps * updates_per_step,
                                     total_steps=config.num_train_steps * updates_per_step)
+  return schedule, updates_per_step
+
+
+def learning_rates(config: ml_collections.ConfigDict, networks: tuple[str, ...], step: int) -> dict[str, float]:
+  """`{'lr_<network>': rate}`: the rate each network's last update of training step `step` used."""
+  rates = {}
+  for network in networks:
+    schedule, updates_per_step = _schedule(config, network)
+    rates[f'lr_{network}'] = float(schedule(max(step * updates_per_step - 1, 0)))
+  return rates
+
+
+def create_optimizer(config: ml_collections.ConfigDict, network: str) -> optax.GradientTransformation:
+  """Adam for `network` ('generator', 'discriminator' or 'vae') with its own learning rate and step count.
+
+  The discriminator takes `n_critic` updates per training step, so its schedule spans
+  `num_train_steps * n_critic` of its own updates. A VAE uses `learning_rate`, one update per step.
+  """
+  schedule, _ = _schedule(config, network)
   adam = optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
   if config.grad_clip_norm:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)

@@ -1,7 +1,7 @@
 """A trained run rebuilt from its workdir, for the evaluate and sample tools.
 
 The config comes from the newest usable checkpoint (fields added since it was written take their defaults from
-`configs/default.py`), then the command line's `--config.<key>=value` overrides; the models, mesh and
+`configs/base.py`), then the command line's `--config.<key>=value` overrides; the models, mesh and
 train state are rebuilt from it and the state restored into its sharded layout.
 """
 import copy
@@ -19,7 +19,7 @@ from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax.config_errors import ConfigError
-from configs import default
+from configs import base
 
 
 class RestoredRun(NamedTuple):
@@ -42,7 +42,7 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_config(saved: Mapping[str, Any], overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """Defaults <- the checkpoint's config <- dotted-key `overrides` (e.g. {'eval.num_samples': 100})."""
-  merged = _merge(default.get_config().to_dict(), saved)
+  merged = _merge(base.get_config().to_dict(), saved)
   for dotted, value in overrides.items():
     node = merged
     *parents, leaf = dotted.split('.')
@@ -74,9 +74,23 @@ def _check_ema(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> N
                       'as saved (--config.sample_with_ema=False samples the raw generator)')
 
 
-def restore(workdir: str, overrides: Mapping[str, Any], step: int | None = None) -> RestoredRun:
+def _recorded_info(workdir: str, config: ml_collections.ConfigDict) -> input_pipeline.DatasetInfo | None:
+  """What training recorded about the data in `workdir`, if it was recorded for the data `config` names."""
+  try:
+    with open(os.path.join(workdir, input_pipeline.DATASET_INFO_FILE)) as f:
+      return input_pipeline.info_from_record(config, json.load(f))
+  except (OSError, ValueError, KeyError, TypeError):
+    return None  # an older run, or a damaged file: the data is prepared instead
+
+
+def restore(workdir: str, overrides: Mapping[str, Any], step: int | None = None, *,
+            needs_data: bool = True) -> RestoredRun:
   """Rebuilds the run in `workdir` from checkpoint `step`, or from its newest usable checkpoint, read-only:
   nothing is written, moved or removed there, so it can run beside training.
+
+  With `needs_data=False` (sampling), the image shape and class count come from what training recorded in
+  the workdir, and the dataset is neither read nor prepared (`builder` is then None); runs that recorded
+  nothing prepare it as before.
 
   Without `step`, a damaged checkpoint (its config or state does not read) is skipped with a warning for the
   next older one. `checkpointing.CheckpointError` if none is usable; `ConfigError` for bad overrides or a
@@ -102,7 +116,11 @@ def restore(workdir: str, overrides: Mapping[str, Any], step: int | None = None)
       _check_ema(config, saved)
       key = json.dumps(config.to_dict(), sort_keys=True, default=str)
       if key not in built:
-        builder, info, family = train.prepare_data_and_models(config)
+        info = None if needs_data else _recorded_info(workdir, config)
+        if info is None:
+          builder, info, family = train.prepare_data_and_models(config)
+        else:
+          builder, family = None, train.create_family(config, info)
         mesh = sharding_lib.mesh_from_config(config)
         _, abstract = state_lib.initializer_from_config(config, mesh, family.init_state)
         built[key] = builder, info, family, mesh, abstract

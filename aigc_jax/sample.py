@@ -14,8 +14,8 @@ import sys
 
 from absl import app, flags
 
-from aigc_jax import cli
-from configs import default
+from aigc_jax import cli, console
+from configs import base
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir with checkpoints.')
 _STEP = flags.DEFINE_integer('step', None, 'The checkpoint step to use (default: the newest usable one).')
@@ -25,12 +25,12 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latents.')
 _LABEL = flags.DEFINE_integer('label', None, 'Class label, for class-conditional models.')
 _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncate latents to [-T, T]; 0 = off.')
 _INTERPOLATE = flags.DEFINE_integer('interpolate', 0, 'K >= 2: latent interpolation strips of K steps (PNG).')
-_CONFIG = cli.define_config_overrides(default.get_config(), 'Overrides of the run config.')
+_CONFIG = cli.define_config_overrides(base.get_config(), 'Overrides of the run config.')
 _EXTENSIONS = ('.npz', '.png')
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  remaining = cli.parse_flags(argv, config=default.get_config())
+  remaining = cli.parse_flags(argv, config=base.get_config())
   if not _WORKDIR.value:
     cli.fail('--workdir is required')
   if not _OUTPUT.value or not _OUTPUT.value.endswith(_EXTENSIONS):
@@ -83,6 +83,7 @@ def sample_labels(seed: int, count: int, num_classes: int, *, label: int | None 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  console.configure(flags.FLAGS.verbosity)
   cli.quiet_orbax_info()
   cli.hide_gpus_from_tensorflow()
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -93,7 +94,8 @@ def main(argv: list[str]) -> None:
 
   try:
     run = restored_run.restore(os.path.abspath(_WORKDIR.value),
-                               restored_run.config_overrides(sys.argv[1:], _CONFIG.value), step=_STEP.value)
+                               restored_run.config_overrides(sys.argv[1:], _CONFIG.value), step=_STEP.value,
+                               needs_data=False)
   except ConfigError as e:
     cli.fail(str(e))
   except CheckpointError as e:

@@ -235,7 +235,8 @@ def discriminator_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.
   finite = jnp.isfinite(total_loss) & jnp.isfinite(grad_norm)
   discriminator = NetworkState(optax.apply_updates(d.params, updates), variables, opt_state)
   metrics = {'d_loss': d_loss, 'd_real': jnp.mean(real_out), 'd_fake': jnp.mean(fake_out),
-             'd_grad_norm': grad_norm, 'd_finite': finite, **penalties}
+             'd_grad_norm': grad_norm, 'd_finite': finite, **penalties,
+             **losses.discriminator_accuracy(loss, real_out, fake_out)}
   if loss.logistic:
     metrics.update(d_real_prob=jnp.mean(jax.nn.sigmoid(real_out)),
                    d_fake_prob=jnp.mean(jax.nn.sigmoid(fake_out)))
@@ -345,7 +346,8 @@ def simultaneous_update(state: TrainState, batch: dict[str, jax.Array], rng: jax
       generator=NetworkState(optax.apply_updates(g.params, g_updates), g_variables, g_opt_state))
   d_metrics = {'d_loss': d_loss, 'd_real': jnp.mean(real_out), 'd_fake': jnp.mean(fake_out),
                'd_grad_norm': d_grad_norm,
-               'd_finite': jnp.isfinite(total_d_loss) & jnp.isfinite(d_grad_norm), **penalties}
+               'd_finite': jnp.isfinite(total_d_loss) & jnp.isfinite(d_grad_norm), **penalties,
+               **losses.discriminator_accuracy(loss, real_out, fake_out)}
   if loss.logistic:
     d_metrics.update(d_real_prob=jnp.mean(jax.nn.sigmoid(real_out)),
                      d_fake_prob=jnp.mean(jax.nn.sigmoid(fake_out)))

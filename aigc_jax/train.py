@@ -12,6 +12,7 @@ the same step); steps with non-finite loss or gradients are skipped and counted,
 `max_consecutive_nonfinite` of them stops training with a checkpoint of the last good state.
 """
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -21,11 +22,11 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import metric_writers
 from etils import epath
 from jax.experimental import multihost_utils
 
-from aigc_jax import checkpointing, config_checks, families, input_pipeline
+from aigc_jax import checkpointing, config_checks, console, families, input_pipeline, optimizers
 from aigc_jax import compile as compile_lib
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
@@ -117,13 +118,18 @@ def prepare_data_and_models(config: ml_collections.ConfigDict):
   """`(builder, info, family)`: the prepared TFDS builder, what the models need of it, and the model family."""
   builder = prepare_dataset(config)
   info = input_pipeline.dataset_info(config, builder)  # checks the image feature and the train split
-  try:
-    family = families.create(config, info.image_shape, info.num_classes)
-  except ValueError as e:
-    raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
+  family = create_family(config, info)
   for field, split in family.other_splits:  # read later, by the reporter: fail before any writing
     input_pipeline.check_split(config, builder, field, split)
   return builder, info, family
+
+
+def create_family(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo) -> families.Family:
+  """The model family of `config` for the data `info` describes; a one-line ConfigError if it cannot be built."""
+  try:
+    return families.create(config, info.image_shape, info.num_classes)
+  except ValueError as e:
+    raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
 
 
 def _lookup(tree, dotted: str):
@@ -187,8 +193,13 @@ def _flushed(writer: metric_writers.MetricWriter, workdir: str):
     raise TrainingStopped(f'writing metrics to {workdir} failed: {" ".join(str(e).split())[:200]}') from None
 
 
-def _write_metrics(writer: metric_writers.MetricWriter, step: int, window: list[dict[str, jax.Array]]) -> None:
-  writer.write_scalars(step, _summarise(jax.device_get(window)))
+def _write_metrics(writer: metric_writers.MetricWriter, progress: console.Progress, lr_networks: tuple[str, ...],
+                   config: ml_collections.ConfigDict, step: int, window: list[dict[str, jax.Array]]) -> None:
+  """The window's metrics and learning rates under `train/`, the interval's speed under `perf/`; the console line."""
+  summary = _summarise(jax.device_get(window))
+  summary.update(optimizers.learning_rates(config, lr_networks, step))
+  perf = progress.interval(step, summary)
+  writer.write_scalars(step, {**console.tensorboard_scalars(summary, 'train'), **perf})
 
 
 def _check_against_checkpoints(config: ml_collections.ConfigDict, directory: str) -> tuple[int, list[str]] | None:
@@ -208,11 +219,11 @@ def _check_against_checkpoints(config: ml_collections.ConfigDict, directory: str
 
 
 def _metric_writer(workdir: str, is_chief: bool) -> metric_writers.MetricWriter:
-  """TensorBoard and the console, from process 0 only: a pod's merged logs then hold each scalar once."""
+  """TensorBoard, from process 0 only (the console lines come from `console.Progress`)."""
   if not is_chief:
     return metric_writers.MultiWriter([])
   try:
-    return metric_writers.create_default_writer(workdir, asynchronous=True)
+    return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
   except Exception as e:  # TensorFlow raises its own types for I/O errors (e.g. a full disk).
     raise ConfigError(f'cannot write TensorBoard events in workdir {workdir!r}: '
                       f'{" ".join(str(e).split())[:200]}') from None
@@ -273,7 +284,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
   # --- Compile once, ahead of time; the loop then calls the executable, which cannot recompile. ---
   train_step, compile_seconds = compile_lib.compile_train_step(config, family.train_step, abstract_state,
                                                                batch_shapes, mesh)
-  logging.info('train step compiled in %.1fs; memory: %s', compile_seconds, train_step.memory_analysis())
+  logging.info(console.compile_line(compile_seconds, train_step.memory_analysis()))
   preemption.stop_if_requested_during_setup('after compiling')
 
   # --- The workdir: created (if new) only now; a failure before the loop removes what this run created. ---
@@ -281,9 +292,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
     writer = _metric_writer(workdir, is_chief)
     checkpointer = checkpointing.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints,
                                               async_save=config.async_checkpointing)
-    logging.info('devices: %d x %s over %d process(es); dataset %s %s, %d train examples',
-                 jax.device_count(), jax.devices()[0].device_kind, jax.process_count(), info.name,
-                 info.image_shape, info.num_train_examples)
+    logging.info('jax %s on %d x %s over %d process(es); dataset %s %s, %d train examples; workdir %s',
+                 jax.__version__, jax.device_count(), jax.devices()[0].device_kind, jax.process_count(), info.name,
+                 info.image_shape, info.num_train_examples, workdir)
 
     # --- State: born sharded, or restored from the newest usable checkpoint. ---
     root_rng = jax.random.key(config.seed)
@@ -300,6 +311,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
     initial_step = int(jax.device_get(state.step))
     if is_chief:
       epath.Path(workdir, 'config.json').write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+      epath.Path(workdir, input_pipeline.DATASET_INFO_FILE).write_text(
+          json.dumps(input_pipeline.info_record(config, info), indent=2))
     train_rng = sharding_lib.put_replicated(train_rng, mesh)
     # The family's image grids (samples; a VAE's reconstructions) and its own evaluations (a VAE's held-out ELBO).
     reporter = family.reporter(families.ReportContext(
@@ -317,9 +330,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
     setup_done()
 
   # --- Loop. Metrics stay on device and are fetched one step late, so the host never stalls dispatch. ---
-  report_progress = (periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
-                                                     every_steps=config.log_every_steps)
-                     if is_chief else lambda step: None)
+  progress = console.Progress(first_step=initial_step, num_train_steps=config.num_train_steps,
+                              images_per_step=config.batch_size * config.n_critic, enabled=is_chief)
+  lr_networks = ('vae',) if family.kind == 'vae' else ('generator', 'discriminator')
+  write_metrics = functools.partial(_write_metrics, writer, progress, lr_networks, config)
   batches = input_pipeline.global_batches(data_iterator, batch_sharding, batch_shapes)
   window, ready, previous_metrics = [], None, None
   stop_reason = None
@@ -328,7 +342,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, metrics = train_step(state, next(batches), train_rng)
       if ready is not None:
-        _write_metrics(writer, *ready)
+        write_metrics(*ready)
         ready = None
       # The previous step's skip counter, read while this step runs.
       if previous_metrics is not None and (
@@ -337,7 +351,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
                        'loss or gradients and were skipped')
       previous_metrics = metrics
       window.append(metrics)
-      report_progress(step)
       preempted = preemption.should_stop(step)
       is_last = step == config.num_train_steps or preempted or stop_reason is not None
       if step % config.log_every_steps == 0 or is_last:
@@ -346,7 +359,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
         reporter.write_images(step, state)
       for every, evaluate in evaluations:
         if step % every == 0 or step == config.num_train_steps:
-          writer.write_scalars(step, evaluate(state))
+          scores = evaluate(state)
+          progress.evaluation(step, scores)
+          writer.write_scalars(step, console.tensorboard_scalars(scores, 'eval'))
       if step % config.checkpoint_every_steps == 0 or is_last:
         checkpointer.save(step, state, data_iterator, config)
       if preempted:
@@ -355,9 +370,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
       if stop_reason is not None:
         break
     if ready is not None:
-      _write_metrics(writer, *ready)
+      write_metrics(*ready)
     checkpointer.wait_until_finished()  # inside: a failed save is the error reported, not a later flush
   checkpointer.close()
+  progress.finish(int(jax.device_get(state.step)), workdir)
   if stop_reason is not None:
     raise TrainingStopped(f'{stop_reason}; the last good state is saved in {checkpointer.directory}/{step} '
                           '(lower the learning rate, clip gradients, or check the data)')

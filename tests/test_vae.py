@@ -288,13 +288,14 @@ def test_short_run_writes_checkpoints_grids_heldout_elbo_and_resumes_exactly(tfd
   # The inputs are held-out digits, binarised: only black and white.
   assert set(np.unique(recons[2:30, 2:30])) <= {0, 255} and recons[2:30, 2:30].std() > 0
   tags = _tags(straight_dir)
-  for name in ('elbo', 'reconstruction', 'kl', 'loss', 'kl_weight'):
-    assert sorted(tags[name]) == [2, 4], name
-  assert float(tags['kl_weight'][2]) == pytest.approx((1 / 3 + 2 / 3) / 2)  # steps 1, 2 of a 3-step warm-up
-  assert sorted(tags['heldout_neg_elbo']) == [2, 4]
-  neg_elbo, bits = float(tags['heldout_neg_elbo'][4]), float(tags['heldout_bits_per_dim'][4])
+  for name in ('elbo', 'reconstruction', 'kl', 'loss', 'kl_weight', 'lr_vae'):
+    assert sorted(tags[f'train/{name}']) == [2, 4], name
+  assert float(tags['train/kl_weight'][2]) == pytest.approx((1 / 3 + 2 / 3) / 2)  # steps 1, 2 of a 3-step warm-up
+  assert sorted(tags['eval/heldout_neg_elbo']) == [2, 4]
+  neg_elbo, bits = float(tags['eval/heldout_neg_elbo'][4]), float(tags['eval/heldout_bits_per_dim'][4])
   assert neg_elbo > 0 and bits == pytest.approx(neg_elbo / (784 * math.log(2)), rel=1e-5)
-  assert neg_elbo == pytest.approx(float(tags['heldout_kl'][4] - tags['heldout_reconstruction'][4]), rel=1e-5)
+  assert neg_elbo == pytest.approx(float(tags['eval/heldout_kl'][4] - tags['eval/heldout_reconstruction'][4]),
+                                   rel=1e-5)
 
   # Resumed from the straight run's step-2 checkpoint (its step-4 one removed, as if it had stopped there):
   # the state and the data position restore into the VAE state, and the run ends bit-identical.
