@@ -1,6 +1,8 @@
-"""The seed documents' MLP GAN on the 5,000 offline MNIST digits (`mnist5k`): trains anywhere, no network.
+"""Every config field with its default: the base that each config in `configs/` starts from.
 
-`python -m aigc_jax.main --config=configs/default.py --workdir=/tmp/aigc_default`
+As it stands it trains the fully connected GAN of the original tutorial articles on the 5,000 offline MNIST
+digits (`mnist5k`); `configs/mlp_gan_mnist.py` is that run, `configs/default.py` the recommended first run.
+Tools fill fields that a run's saved config lacks (it was written before they existed) from here.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -10,8 +12,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # Model and objective.
   config.model = 'mlp'                    # mlp | dcgan | sngan_resnet | biggan (GANs); vae_conv | vae_mlp (VAEs, see `vae` below)
-  # non_saturating | minimax | hinge | wasserstein | least_squares. The seeds' binary cross-entropy
-  # (non_saturating) collapses to a few digit classes on these 4,500 images within ~10k steps; least
+  # non_saturating | minimax | hinge | wasserstein | least_squares. Binary cross-entropy, the articles'
+  # loss (non_saturating), collapses to a few digit classes on these 4,500 images within ~10k steps; least
   # squares keeps all ten classes over the default run (compared side by side on this data).
   config.loss = 'least_squares'
   config.latent_dim = 100
@@ -54,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup_steps = 0
   config.grad_clip_norm = 0.0             # 0 = off
   config.seed = 0
-  # GAN techniques, all inside the one compiled step (README: "GAN techniques"); 0 = off.
+  # GAN techniques, all inside the one compiled step (docs/gan_techniques.md); 0 = off.
   config.r1_gamma = 0.0                   # R1 penalty gamma / 2 * E||grad D(real)||^2
   config.r1_every = 16                    # lazy R1: every k-th D update, weighted by k (StyleGAN2); 1 = always
   config.gp_weight = 0.0                  # WGAN-GP penalty weight (10 in the paper)
@@ -63,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.sample_with_ema = True           # grids, evaluation, sample/evaluate tools use the EMA generator
   config.augment_p = 0.0                  # DiffAugment: probability per operation and image; 1 = as published
   config.augment_policy = 'color,translation,cutout'
-  # Parallelism: a (data, fsdp) device mesh; params laid out by regex -> partition rules (README).
+  # Parallelism: a (data, fsdp) device mesh; params laid out by regex -> partition rules (docs/configuration.md).
   config.fsdp_devices = 1                 # devices on the fsdp axis (-1: all); the rest are data-parallel
   config.param_sharding = 'replicated'    # replicated | fsdp (preset rules: each kernel split over fsdp)
   config.param_sharding_rules = ()        # ((regex, spec), ...): first full match wins; overrides the preset
@@ -85,6 +87,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 256            # global, over all devices; a multiple of the device count
   config.eval.reference_split = 'train'   # real images the samples are compared with
   config.eval.num_reference = 0           # 0 = the whole split
+  config.eval.heldout_split = 'auto'      # held-out real images of the nearest-training ratio; auto = test
+                                          # (else validation) when the dataset has one; '' = off
   config.eval.seed = 0                    # latents of the evaluation samples
   config.eval.kid_subsets = 100
   config.eval.kid_subset_size = 1_000

@@ -4,7 +4,7 @@
     [--config.model=mlp --config.batch_size=128 --config.compute_dtype=bfloat16
      --config.benchmark.mode=pipeline ...]`
 
-The training config is `configs/default.py`'s, or another recipe's named after the colon:
+The training config is `configs/base.py`'s, or another recipe's named after the colon:
 `--config=configs/benchmark.py:biggan_imagenet128` benchmarks `configs/biggan_imagenet128.py`.
 """
 import importlib
@@ -16,7 +16,7 @@ def get_config(recipe: str | None = None) -> ml_collections.ConfigDict:
   if recipe:
     config = importlib.import_module(f'configs.{recipe}').get_config()
   else:
-    config = importlib.import_module('configs.default').get_config()
+    config = importlib.import_module('configs.base').get_config()
     config.model = 'dcgan'
     config.batch_size = 256
   config.benchmark = ml_collections.ConfigDict()

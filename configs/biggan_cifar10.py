@@ -13,11 +13,11 @@ The global batch of 50 divides over 1, 2, 5 or 10 devices (scale it with the dev
 Generator EMA as published: `--ema --use_ema --ema_start 1000`, decay 0.9999 (BigGAN-PyTorch's
 `--ema_decay` default); samples and evaluation use the EMA generator.
 """
-from configs import default
+from configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.model = 'biggan'
   config.conditional = True
   config.loss = 'hinge'

@@ -21,11 +21,11 @@ one step's batch over all devices (no gradient accumulation here).
 Also as published: generator EMA, decay 0.9999 from step 20,000 (`--ema --use_ema --ema_start 20000`;
 samples and evaluation use the EMA generator), and Adam epsilon 1e-6 (`--adam_eps 1e-6`).
 """
-from configs import default
+from configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.model = 'biggan'
   config.conditional = True
   config.loss = 'hinge'

@@ -3,11 +3,11 @@
 `python -m aigc_jax.main --config=configs/dcgan_mnist.py --workdir=/tmp/aigc_dcgan`
 For the full 60,000-digit MNIST (needs network once, or prepared data): `--config.dataset=mnist`.
 """
-from configs import default
+from configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.model = 'dcgan'
   config.loss = 'non_saturating'  # the tutorial's binary cross-entropy
   config.batch_size = 256

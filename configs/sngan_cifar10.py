@@ -16,11 +16,11 @@ Also published, not expressible here:
   * sngan_projection's updater draws 128 samples for each generator update (`n_gen_samples: 128`) while
     the discriminator sees batches of 64; here both use `batch_size`.
 """
-from configs import default
+from configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.model = 'sngan_resnet'  # G 4ch = 256 wide, D 2ch = 128 wide at 32x32 (base_channels 64)
   config.loss = 'hinge'
   config.latent_dim = 128

@@ -4,11 +4,11 @@ binarised pixels, 32 latent dimensions, a short KL warm-up.
 `python -m aigc_jax.main --config=configs/vae_mnist.py --workdir=/tmp/aigc_vae`
 Gaussian likelihood on the 8-bit pixels (learned scale): `--config.vae.likelihood=gaussian`.
 """
-from configs import default
+from configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.model = 'vae_conv'
   config.latent_dim = 32
   config.batch_size = 128

@@ -36,8 +36,8 @@ def snapshot_files(directory) -> dict[str, str]:
 def tfds_data_dir(tmp_path_factory):
   """A TFDS data_dir with the offline `mnist5k` digits built once for the whole session."""
   from aigc_jax import input_pipeline
-  from configs import default
-  config = default.get_config()
+  from configs import base
+  config = base.get_config()
   config.data_dir = str(tmp_path_factory.mktemp('tfds'))
   input_pipeline.get_builder(config)
   return config.data_dir
@@ -64,8 +64,8 @@ def eval_cache(tmp_path_factory):
 
 def make_tiny_config(data_dir: str):
   """The default config shrunk to run a few steps in seconds on real offline digits."""
-  from configs import default
-  config = default.get_config()
+  from configs import base
+  config = base.get_config()
   config.data_dir = data_dir
   config.batch_size = 16
   config.num_train_steps = 4

@@ -58,7 +58,7 @@ def _mlp_parameter_bytes():
 
 def test_plan_of_the_data_parallel_train_step(tmp_path):
   out = tmp_path / 'plan.jsonl'
-  result = _run('--config=configs/default.py', '--devices=8', '--chip=h100', '--config.batch_size=64',
+  result = _run('--config=configs/mlp_gan_mnist.py', '--devices=8', '--chip=h100', '--config.batch_size=64',
                 f'--plan_json={out}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'fits' in result.stdout and 'all-reduce' in result.stdout and 'MFU estimate' in result.stdout
@@ -103,7 +103,7 @@ def test_plan_says_when_the_state_does_not_fit_and_which_sharding_would(tmp_path
     (['--devices=8', '--image_shape=28,28'], '--image_shape=28,28 is not allowed; allowed: HEIGHT,WIDTH,CHANNELS'),
 ])
 def test_bad_input_is_one_clear_line(args, message):
-  result = _run('--config=configs/default.py', *args)
+  result = _run('--config=configs/mlp_gan_mnist.py', *args)
   assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
   errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1 and message in errors[0], result.stderr[-3000:]

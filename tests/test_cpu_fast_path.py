@@ -13,7 +13,7 @@ from aigc_jax import cpu, families, losses, models
 from aigc_jax.config_errors import ConfigError
 from aigc_jax.cpu import layers as fast
 from aigc_jax.models.layers import Layers
-from configs import default
+from configs import base
 
 # Of the largest value: Winograd's rounding with 9-point tiles (F(7, 3) on 7x7 maps, measured up to 1e-4);
 # the other forms round like XLA's direct convolution.
@@ -21,7 +21,7 @@ _NINE_POINT_TOLERANCE, _TOLERANCE = 2e-4, 2e-5
 
 
 def _config(model='dcgan', **fields):
-  config = default.get_config()
+  config = base.get_config()
   config.model = model
   for name, value in fields.items():
     config[name] = value

@@ -7,11 +7,11 @@ import pytest
 
 from aigc_jax import flops, losses, models, optimizers, steps
 from aigc_jax import state as state_lib
-from configs import default
+from configs import base
 
 
 def _config(model, width_multiplier, batch_size):
-  config = default.get_config()
+  config = base.get_config()
   config.model, config.width_multiplier, config.batch_size = model, width_multiplier, batch_size
   return config
 

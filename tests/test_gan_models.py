@@ -18,13 +18,13 @@ from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax.evaluation import evaluator as evaluator_lib
 from aigc_jax.models import resnet_gan
-from configs import default
+from configs import base
 from tests import test_steps
 from tests.conftest import REPO_ROOT
 
 
 def _config(model, **fields):
-  config = default.get_config()
+  config = base.get_config()
   config.model = model
   for name, value in fields.items():
     config[name] = value

@@ -60,8 +60,8 @@ def test_bad_input_is_one_clear_line(case, existing_workdir, tfds_data_dir):
   extra, pattern = BAD_INPUTS[case]
   wrong_type_config = existing_workdir.parent / 'wrong_type_config.py'
   wrong_type_config.write_text(
-      'import ml_collections\nfrom configs import default\n\ndef get_config():\n'
-      '  fields = default.get_config().to_dict()\n  fields["batch_size"] = "128"\n'
+      'import ml_collections\nfrom configs import base\n\ndef get_config():\n'
+      '  fields = base.get_config().to_dict()\n  fields["batch_size"] = "128"\n'
       '  return ml_collections.ConfigDict(fields)\n')
   (existing_workdir.parent / 'syntax_error.py').write_text('def get_config(:\n')
   (existing_workdir.parent / 'no_get_config.py').write_text('x = 1\n')
@@ -69,7 +69,7 @@ def test_bad_input_is_one_clear_line(case, existing_workdir, tfds_data_dir):
   extra = [arg.format(wrong_type_config=wrong_type_config, syntax_error_config=existing_workdir.parent / 'syntax_error.py',
                       no_get_config=existing_workdir.parent / 'no_get_config.py',
                       empty_folder=existing_workdir.parent / 'empty_folder') for arg in extra]
-  args = ['--config=configs/default.py', f'--workdir={existing_workdir}', f'--config.data_dir={tfds_data_dir}']
+  args = ['--config=configs/mlp_gan_mnist.py', f'--workdir={existing_workdir}', f'--config.data_dir={tfds_data_dir}']
   if extra[0].startswith('--config='):
     args[0] = extra[0]
     args = [a for a in args if not a.startswith('--config.')]
@@ -88,7 +88,7 @@ def test_bad_input_is_one_clear_line(case, existing_workdir, tfds_data_dir):
 def test_unwritable_workdir(tmp_path, tfds_data_dir):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
-  result = _run_main('--config=configs/default.py', f'--workdir={blocker}/run',
+  result = _run_main('--config=configs/mlp_gan_mnist.py', f'--workdir={blocker}/run',
                      f'--config.data_dir={tfds_data_dir}')
   assert result.returncode == 2
   assert 'Traceback' not in result.stderr
@@ -112,9 +112,9 @@ REFUSED_VALUES = {
 def test_refused_values_are_one_clear_line(field):
   from aigc_jax import config_checks
   from aigc_jax.config_errors import ConfigError
-  from configs import default
+  from configs import base
   value, message = REFUSED_VALUES[field]
-  config = default.get_config()
+  config = base.get_config()
   config[field] = value
   with pytest.raises(ConfigError) as refused:
     config_checks.validate(config, device_count=8, process_count=1, check_dataset=False)

@@ -4,14 +4,14 @@ import jax.numpy as jnp
 import pytest
 
 from aigc_jax import models
-from configs import default
+from configs import base
 
 
 # The ResNet families (sngan_resnet, biggan): tests/test_gan_models.py, at every resolution and less cost.
 @pytest.mark.parametrize('model', sorted(set(models.GAN_FAMILIES) - set(models.FAMILY_OPTIONS)))
 @pytest.mark.parametrize('image_shape', [(28, 28, 1), (32, 32, 3)])
 def test_gan_shapes(model, image_shape):
-  config = default.get_config()
+  config = base.get_config()
   config.model = model
   gan = models.create_gan(config, image_shape)
   z = jnp.zeros((3, config.latent_dim))
@@ -27,7 +27,7 @@ def test_gan_shapes(model, image_shape):
 
 
 def test_mlp_matches_the_seed_layout():
-  config = default.get_config()
+  config = base.get_config()
   gan = models.create_gan(config, (28, 28, 1))
   g = gan.generator.init(jax.random.key(0), jnp.zeros((1, 100)))['params']
   d = gan.discriminator.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
@@ -37,14 +37,14 @@ def test_mlp_matches_the_seed_layout():
 
 
 def test_dcgan_rejects_sizes_not_divisible_by_4():
-  config = default.get_config()
+  config = base.get_config()
   config.model = 'dcgan'
   with pytest.raises(ValueError, match='divisible by 4'):
     models.create_gan(config, (30, 30, 1))
 
 
 def test_dcgan_has_the_tutorials_layers():
-  config = default.get_config()
+  config = base.get_config()
   config.model = 'dcgan'
   gan = models.create_gan(config, (28, 28, 1))
   g = gan.generator.init(jax.random.key(0), jnp.zeros((1, 100)), train=False)['params']

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from aigc_jax import optimizers
-from configs import default
+from configs import base
 
 
 def _applied_rates(config, network, updates):
@@ -21,7 +21,7 @@ def _applied_rates(config, network, updates):
 
 
 def test_warmup_then_cosine_decay_and_two_timescales():
-  config = default.get_config()
+  config = base.get_config()
   config.num_train_steps, config.warmup_steps, config.lr_schedule = 10, 4, 'cosine'
   config.g_learning_rate, config.d_learning_rate = 1e-4, 4e-4
   g_rates = _applied_rates(config, 'generator', 10)
@@ -34,7 +34,7 @@ def test_warmup_then_cosine_decay_and_two_timescales():
 
 
 def test_discriminator_schedule_spans_n_critic_updates_per_step():
-  config = default.get_config()
+  config = base.get_config()
   config.num_train_steps, config.warmup_steps, config.lr_schedule, config.n_critic = 4, 1, 'linear', 3
   config.learning_rate = 1.0
   d_rates = _applied_rates(config, 'discriminator', 12)
@@ -46,7 +46,7 @@ def test_discriminator_schedule_spans_n_critic_updates_per_step():
 
 
 def test_adam_betas_and_epsilon_come_from_the_config():
-  config = default.get_config()
+  config = base.get_config()
   config.adam_b1, config.adam_b2, config.adam_eps, config.learning_rate = 0.0, 0.9, 1e-3, 1.0
   tx = optimizers.create_optimizer(config, 'generator')
   params = {'w': jnp.zeros(())}

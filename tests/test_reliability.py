@@ -31,7 +31,7 @@ def _checkpoint_steps(workdir):
 
 
 def _main_args(config, workdir, **overrides):
-  args = [sys.executable, '-m', 'aigc_jax.main', '--config=configs/default.py', f'--workdir={workdir}']
+  args = [sys.executable, '-m', 'aigc_jax.main', '--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}']
   fields = {'data_dir': config.data_dir, 'batch_size': config.batch_size,
             'width_multiplier': config.width_multiplier, 'shuffle_buffer': config.shuffle_buffer,
             'num_sample_images': config.num_sample_images, **overrides}

@@ -35,11 +35,11 @@ def test_the_scaling_sweeps_expand_into_distinct_validated_runs(tmp_path):
 def test_a_bad_run_is_one_error_naming_it(tmp_path):
   with pytest.raises(ConfigError, match=r'^run 1 of the sweep \(devices3\): config.batch_size=16 \(global\) is not '
                                         r'divisible by the device count 3'):
-    sweep.validate_runs('configs/default.py', [{'devices': 2, 'batch_size': 16}, {'devices': 3, 'batch_size': 16}])
+    sweep.validate_runs('configs/mlp_gan_mnist.py', [{'devices': 2, 'batch_size': 16}, {'devices': 3, 'batch_size': 16}])
   with pytest.raises(ConfigError, match="^run 0 of the sweep .*unknown config key 'widht'"):
-    sweep.validate_runs('configs/default.py', [{'widht': 2.0}])
+    sweep.validate_runs('configs/mlp_gan_mnist.py', [{'widht': 2.0}])
   with pytest.raises(ValueError, match='same overrides'):
-    sweep.expand('configs/default.py', [{'devices': 2}, {'devices': 2}], str(tmp_path))
+    sweep.expand('configs/mlp_gan_mnist.py', [{'devices': 2}, {'devices': 2}], str(tmp_path))
 
 
 def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path):
@@ -50,7 +50,7 @@ def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path):
                           env={**os.environ, 'PATH': os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH']})
   assert result.returncode == 0, result.stderr[-2000:]
   lines = result.stdout.strip().splitlines()
-  assert len(lines) == 36 and all(' -m aigc_jax.main --config=configs/default.py ' in line for line in lines)
+  assert len(lines) == 36 and all(' -m aigc_jax.main --config=configs/mlp_gan_mnist.py ' in line for line in lines)
   assert lines[0].startswith('XLA_FLAGS=') and lines[0].endswith('--config.eval_every_steps=0')
   assert not root.exists()
 

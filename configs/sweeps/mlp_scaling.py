@@ -4,7 +4,7 @@
 Each run trains from `BASE_CONFIG` with its overrides into its own workdir under the root. The global
 batch is fixed per run (so more devices means fewer examples per device): strong scaling.
 """
-BASE_CONFIG = 'configs/default.py'
+BASE_CONFIG = 'configs/mlp_gan_mnist.py'
 
 
 def get_sweep() -> list[dict]:
