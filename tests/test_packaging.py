@@ -2,6 +2,7 @@
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -32,11 +33,17 @@ def test_pyproject_pins_what_requirements_txt_pins_and_keeps_test_and_plot_apart
 @pytest.mark.skipif(not (importlib.util.find_spec('setuptools') and importlib.util.find_spec('wheel')),
                     reason='building the wheel offline needs setuptools and wheel in this Python')
 def test_the_installed_package_trains_from_another_folder(tmp_path, tfds_data_dir):
-  target, elsewhere = tmp_path / 'site', tmp_path / 'elsewhere'
+  target, elsewhere, source = tmp_path / 'site', tmp_path / 'elsewhere', tmp_path / 'source'
   elsewhere.mkdir()
+  # A copy of what a source distribution holds: the build writes its scratch files beside the source.
+  source.mkdir()
+  for name in ('pyproject.toml', 'README.md'):
+    shutil.copy(os.path.join(REPO_ROOT, name), source / name)
+  for name in ('aigc_jax', 'configs', 'tests'):
+    shutil.copytree(os.path.join(REPO_ROOT, name), source / name, ignore=shutil.ignore_patterns('__pycache__'))
   # --no-deps and no build isolation: nothing is downloaded; the dependencies are this environment's.
   install = subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps', '--no-build-isolation',
-                            f'--target={target}', REPO_ROOT], capture_output=True, text=True, timeout=600,
+                            f'--target={target}', str(source)], capture_output=True, text=True, timeout=600,
                            cwd=tmp_path)
   assert install.returncode == 0, install.stderr[-2000:]
   assert (target / 'aigc_jax' / 'models' / 'dcgan.py').exists() and (target / 'configs' / 'default.py').exists()
