@@ -111,9 +111,9 @@ def markdown(config: str, overrides: list[str], summary: dict[str, dict[str, flo
   lines = [f'Quality of {title} over {n} seed(s): {network} features, {num_samples} samples against '
            f'{num_reference} real images (the floor: two disjoint real halves of those sizes).', '',
            f'| metric | mean ± std over seeds | real halves (floor) | uniform noise |', '|---|---|---|---|']
-  for suffix, title_ in METRICS:
+  for suffix, heading in METRICS:
     if suffix in summary:
-      lines.append(f'| {title_} | {_figure(summary[suffix]["mean"])} ± {_figure(summary[suffix]["std"])} | '
+      lines.append(f'| {heading} | {_figure(summary[suffix]["mean"])} ± {_figure(summary[suffix]["std"])} | '
                    f'{_figure(_metric(floor, suffix))} | {_figure(_metric(noise, suffix))} |')
   if 'train_wall_s' in summary:
     wall = summary['train_wall_s']
