@@ -98,7 +98,7 @@ class Launch:
 
 
 def _logged_step(log: str) -> int:
-  return max([int(s) for s in re.findall(r'\] \[(\d+)\] .*d_loss=', log)], default=0)
+  return max([int(s.replace(',', '')) for s in re.findall(r'step +([\d,]+)/[\d,]+ .*d_loss ', log)], default=0)
 
 
 def _committed_steps(workdir):
@@ -225,7 +225,7 @@ def test_two_processes_match_one_resume_across_process_counts_and_stop_together(
   # Only process 0 writes metrics: one TensorBoard file, named with its pid; nothing logged by process 1.
   events = glob.glob(os.path.join(a_dir, 'events.out.tfevents.*'))
   assert len(events) == 1 and f'.{a.pids()[0]}.' in os.path.basename(events[0]), events
-  assert 'd_loss=' in a.log(0) and 'd_loss=' not in a.log(1)
+  assert ' d_loss ' in a.log(0) and ' d_loss ' not in a.log(1)  # the console lines come from process 0 only
   assert os.path.exists(os.path.join(a_dir, 'config.json'))
 
 

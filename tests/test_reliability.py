@@ -47,8 +47,8 @@ def test_sigterm_saves_exits_0_and_resume_is_bit_identical(tiny_config, tmp_path
   watchdog = threading.Timer(300, process.kill)  # never hang the suite if the run misbehaves
   watchdog.start()
   for line in process.stderr:  # wait until a few steps are done, then preempt
-    logged = re.search(r'\[(\d+)\] .*d_loss=', line)
-    if logged and int(logged.group(1)) >= 3:
+    logged = re.search(r'step +([\d,]+)/[\d,]+ .*d_loss ', line)
+    if logged and int(logged.group(1).replace(',', '')) >= 3:
       process.send_signal(signal.SIGTERM)
       break
   else:
