@@ -57,9 +57,13 @@ def _evaluate_fresh_state(config, devices):
 def test_the_evaluator_gives_the_same_numbers_on_1_and_8_devices(tiny_config, eval_cache):
   config = _with_eval(tiny_config, eval_cache)
   on_one, _ = _evaluate_fresh_state(config, jax.devices()[:1])
-  references = glob.glob(os.path.join(eval_cache, 'reference', '*.npz'))
-  assert len(references) == 2  # the reference and the held-out split: computed once, then read back
+  # The reference (200 train images) and the held-out split's features: computed once, then read back.
+  references = [p for p in glob.glob(os.path.join(eval_cache, 'reference', '*.npz'))
+                if 'mnist5k-train-size0-n200-' in p or 'mnist5k-test-size0-n0-' in p]
+  assert len(references) == 2
+  written = {p: os.stat(p).st_mtime_ns for p in references}
   on_eight, evaluator = _evaluate_fresh_state(config, jax.devices())
+  assert {p: os.stat(p).st_mtime_ns for p in references} == written
   assert sorted(on_one) == sorted(on_eight) == sorted(
       f'digits_classifier_{m}' for m in ('fid', 'kid', 'kid_stderr', 'is', 'is_std', 'precision', 'recall',
                                          'rarest_class_share', 'nearest_train_ratio'))

@@ -61,7 +61,7 @@ def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, t
     (['--', '--config.seed=3'], '--config.seed is set by the protocol'),
     (['--', '--config.bogus=1'], "unknown config key 'bogus'"),
     (['--', 'extra'], "unexpected argument 'extra'"),
-    (['--config=configs/no_such_config.py'], "'configs/no_such_config.py' is not a file"),
+    (['--config=configs/no_such_config.py'], "no_such_config.py' is not a file"),
 ])
 def test_bad_input_is_one_line_and_trains_nothing(tmp_path, args, message):
   result = _quality('--config=configs/mlp_gan_mnist.py', f'--root={tmp_path / "q"}', *args)
