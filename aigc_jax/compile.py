@@ -58,9 +58,11 @@ def compiler_options(config: ml_collections.ConfigDict, platform: str) -> Compil
 
 
 def compile_train_step(config: ml_collections.ConfigDict, train_step: Callable, abstract_state: Any,
-                       batch_shapes: dict[str, jax.ShapeDtypeStruct], mesh: Mesh) -> tuple[Any, float]:
+                       batch_shapes: dict[str, jax.ShapeDtypeStruct], mesh: Mesh, *,
+                       donate: bool = True) -> tuple[Any, float]:
   """`(compiled step, seconds to compile)`: `train_step(state, batch, rng) -> (state, metrics)` compiled for
-  states laid out as `abstract_state` (its shardings) and global batches of `batch_shapes`."""
+  states laid out as `abstract_state` (its shardings) and global batches of `batch_shapes`. The state passed
+  in is donated (its buffers reused for the new state) unless `donate` is False."""
   replicated, batch_sharding = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
   state_shardings = state_lib.shardings_of(abstract_state)
   batch_in = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding) for key, s in batch_shapes.items()}
@@ -68,7 +70,7 @@ def compile_train_step(config: ml_collections.ConfigDict, train_step: Callable, 
   start = time.perf_counter()
   with jax.set_mesh(mesh):  # what the step draws itself is split over the batch too (sharding.constrain_to_batch)
     lowered = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding, replicated),
-                      out_shardings=(state_shardings, replicated), donate_argnums=0,
+                      out_shardings=(state_shardings, replicated), donate_argnums=0 if donate else (),
                       ).lower(abstract_state, batch_in, rng_in)
   compiled = lowered.compile(compiler_options=compiler_options(config, mesh.devices.flat[0].platform))
   return compiled, time.perf_counter() - start

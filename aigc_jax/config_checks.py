@@ -163,6 +163,7 @@ VAE_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'kl_warmup_steps': ((int,), *_non_negative),
     'heldout_split': ((str,), None, 'a TFDS split'),
     'heldout_every_steps': ((int,), *_positive),
+    'iwae_samples': ((int,), lambda v: 0 <= v <= 100_000, 'an integer in [0, 100000]'),
 }
 
 

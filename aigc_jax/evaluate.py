@@ -1,13 +1,16 @@
 """`python -m aigc_jax.evaluate --workdir=DIR [--num_samples=N] [--baseline=...] [--config.eval.<key>=value]`.
 
-Scores the generator of the newest usable checkpoint, or of `--step=N` (FID, KID, IS, precision/recall with
-the configured feature network; for a VAE, its decoder's mean on prior latents) and prints one JSON line; the EMA generator when the
-run has one (`"ema": true` in the line), unless `--config.sample_with_ema=False`. `--baseline=noise` scores
-uniform noise images instead and
-`--baseline=real_halves` one half of the real data against the other (the floor). `--reference=half` scores
-the generator (or noise) against the floor's reference half, with as many samples as the floor's other half:
-equal sample counts on both sides, so its FID compares directly with the floor's (`python -m aigc_jax.quality`
-does this). Bad input ends with one `error:` line and exit status 2.
+Scores the generator of the newest usable checkpoint, or of `--step=N`, and prints one JSON line: FID, KID,
+IS and precision/recall with the configured feature network, from the EMA generator when the run has one
+(`"ema": true` in the line) unless `--config.sample_with_ema=False`; for a VAE, from its decoder's mean on
+prior latents, and the line adds its held-out negative ELBO and the negative log-likelihood estimated with
+`vae.iwae_samples` importance samples (`evaluation/vae_likelihood.py`).
+
+`--baseline=noise` scores uniform noise images instead, and `--baseline=real_halves` one half of the real
+data against the other (the floor). `--reference=half` scores the generator (or noise) against the floor's
+reference half, with as many samples as the floor's other half: equal sample counts on both sides, so its
+FID compares directly with the floor's (`python -m aigc_jax.quality` does this). Bad input ends with one
+`error:` line and exit status 2.
 
 Each line is also kept in the run's workdir, beside (never inside) what training writes: appended to
 `WORKDIR/evaluations/evaluations.jsonl`, and a generator's scores as TensorBoard scalars `eval/<metric>` at
@@ -76,6 +79,8 @@ def main(argv: list[str]) -> None:
   scores = {'generator': lambda: evaluator(run.state, against_half=half),
             'noise': lambda: evaluator.noise_baseline(against_half=half),
             'real_halves': evaluator.real_halves_baseline}[_BASELINE.value]()
+  if _BASELINE.value == 'generator' and run.family.kind == 'vae':
+    scores.update(heldout_likelihood(run))
   first, second = evaluator.reference_halves()
   if half or _BASELINE.value == 'real_halves':
     num_samples, num_reference = len(second), len(first)
@@ -88,6 +93,16 @@ def main(argv: list[str]) -> None:
   print(json.dumps(line), flush=True)
   if _RECORD.value:
     record(os.path.abspath(_WORKDIR.value), line, scores if _BASELINE.value == 'generator' else None)
+
+
+def heldout_likelihood(run) -> dict[str, float]:
+  """A VAE's held-out negative ELBO and, with `vae.iwae_samples` > 0, its importance-sampled NLL."""
+  from aigc_jax.evaluation import vae_likelihood  # pylint: disable=g-import-not-at-top
+  likelihood = vae_likelihood.likelihood_of(run.config)
+  targets = vae_likelihood.heldout_targets(run.config, run.builder, likelihood)
+  heldout = vae_likelihood.HeldoutLikelihood(run.config, targets, mesh=run.mesh, state_shardings=run.state_shardings,
+                                             vae=run.family.modules, likelihood=likelihood)
+  return heldout(run.state, importance_samples=run.config.vae.iwae_samples)
 
 
 def record(workdir: str, line: dict, scores: dict | None) -> None:

@@ -11,22 +11,22 @@ import os
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from aigc_jax import losses, models, optimizers, steps, vae_losses
+from aigc_jax import gan_steps, losses, models, optimizers, vae_losses, vae_steps
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
+from aigc_jax.evaluation import vae_likelihood
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 Evaluation = tuple[int, Callable[[Any], dict[str, float]]]  # (every N steps, state -> scalars)
 
 _SAMPLE_KEY = 0x5A4D  # folds into the seed for the fixed latent batch of the sample grids
-_HELDOUT_KEY = 0xE1B0  # folds into eval.seed for the held-out binarisation and posterior samples
 
 
 class ReportContext(NamedTuple):
@@ -55,6 +55,15 @@ class Family(NamedTuple):
   reporter: Callable[[ReportContext], Reporter]
   other_splits: tuple[tuple[str, str], ...] = ()  # (config field, split) the reporter reads besides train_split
   num_classes: int = 0          # > 0: class-conditional; `generate` then takes int32 labels [B] as third argument
+
+
+def global_batch_shapes(config: ml_collections.ConfigDict,
+                        image_shape: tuple[int, int, int]) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes and dtypes of the batch a train step takes (global, all processes together): `n_critic`
+  batches of images in [-1, 1] and their int32 labels."""
+  lead = (config.n_critic, config.batch_size)
+  return {'image': jax.ShapeDtypeStruct(lead + tuple(image_shape), jnp.float32),
+          'label': jax.ShapeDtypeStruct(lead, jnp.int32)}
 
 
 def create(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int = 0) -> Family:
@@ -104,15 +113,15 @@ def _gan_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
   d_tx = optimizers.create_optimizer(config, 'discriminator')
   # Sample grids, the sampling CLI and FID use the EMA generator when the run has one (unless
   # `sample_with_ema` is False).
-  generate = functools.partial(steps.generate, gan=gan, use_ema=ema_lib.samples_from_ema(config))
+  generate = functools.partial(gan_steps.generate, gan=gan, use_ema=ema_lib.samples_from_ema(config))
   return Family(
       kind='gan', modules=gan,
       init_state=functools.partial(state_lib.init_train_state, gan=gan, g_tx=g_tx, d_tx=d_tx,
                                    image_shape=image_shape, latent_dim=config.latent_dim,
                                    ema=ema_lib.enabled(config)),
-      train_step=functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
+      train_step=functools.partial(gan_steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
                                    d_tx=d_tx, latent_dim=config.latent_dim,
-                                   techniques=steps.techniques_from_config(config), update=config.gan_update),
+                                   techniques=gan_steps.techniques_from_config(config), update=config.gan_update),
       generate=generate,
       reporter=lambda ctx: Reporter(write_images=_sample_writer(ctx, generate, gan.num_classes), evaluations=[]),
       num_classes=gan.num_classes)
@@ -120,21 +129,16 @@ def _gan_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
 
 # --- VAE. ---
 
-def likelihood_of(config: ml_collections.ConfigDict) -> vae_losses.Likelihood:
-  return vae_losses.get_likelihood(config.vae.likelihood, binarization=config.vae.binarize,
-                                   gaussian_std=config.vae.gaussian_std)
-
-
 def _vae_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Family:
-  likelihood = likelihood_of(config)
+  likelihood = vae_likelihood.likelihood_of(config)
   vae = models.create_vae(config, image_shape, learned_std=likelihood.learned_std)
   tx = optimizers.create_optimizer(config, 'vae')
-  generate = functools.partial(steps.vae_generate, vae=vae, likelihood=likelihood)
+  generate = functools.partial(vae_steps.generate, vae=vae, likelihood=likelihood)
   return Family(
       kind='vae', modules=vae,
       init_state=functools.partial(state_lib.init_vae_state, vae=vae, tx=tx, image_shape=image_shape,
                                    latent_dim=config.latent_dim),
-      train_step=functools.partial(steps.vae_train_step, vae=vae, likelihood=likelihood, tx=tx,
+      train_step=functools.partial(vae_steps.train_step, vae=vae, likelihood=likelihood, tx=tx,
                                    latent_dim=config.latent_dim, beta=float(config.vae.beta),
                                    kl_warmup_steps=config.vae.kl_warmup_steps),
       generate=generate,
@@ -142,66 +146,15 @@ def _vae_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
       other_splits=(('vae.heldout_split', config.vae.heldout_split),))
 
 
-def heldout_targets(config: ml_collections.ConfigDict, builder: Any,
-                    likelihood: vae_losses.Likelihood) -> np.ndarray:
-  """The held-out split as the likelihood models it (binarised with a fixed draw, or quantised)."""
-  from aigc_jax import input_pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow: only with data)
-  images, _ = input_pipeline.real_images(config, builder, config.vae.heldout_split)
-  key = jax.random.fold_in(jax.random.key(config.eval.seed), _HELDOUT_KEY)
-  return np.asarray(jax.jit(likelihood.targets)(images, key))
-
-
-class HeldoutElbo:
-  """`heldout(state) -> scalars`: the negative ELBO of the held-out split, in nats per image and bits per dim.
-
-  One posterior sample per image from its own fixed key, in batches of `eval.batch_size` split over the mesh;
-  the same images, binarisation and noise at every evaluation, so successive figures are comparable.
-  """
-
-  def __init__(self, ctx: ReportContext, targets: np.ndarray, *, vae, likelihood: vae_losses.Likelihood):
-    config = ctx.config
-    self._targets = targets
-    self._batch = config.eval.batch_size
-    self._dims = math.prod(targets.shape[1:])
-    self._split = sharding_lib.example_sharding(ctx.mesh)
-    terms = functools.partial(steps.vae_heldout_terms, vae=vae, likelihood=likelihood,
-                              latent_dim=config.latent_dim)
-    self._terms = jax.jit(lambda state, targets, keys: terms(state, targets, jax.random.wrap_key_data(keys)),
-                          in_shardings=(ctx.state_shardings, self._split, self._split),
-                          out_shardings=(self._split, self._split))
-    base = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.eval.seed), _HELDOUT_KEY), 1)
-    self._keys = np.asarray(jax.random.key_data(
-        jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(len(targets)))))
-
-  def _global_batch(self, host: np.ndarray) -> jax.Array:
-    """`host` (every process holds the same) padded to a whole batch by repeating its last row, split."""
-    padded = np.concatenate([host, np.repeat(host[-1:], self._batch - len(host), axis=0)])
-    return jax.make_array_from_callback(padded.shape, self._split, lambda index: padded[index])
-
-  def __call__(self, state: Any) -> dict[str, float]:
-    log_likelihood, kl = [], []
-    for start in range(0, len(self._targets), self._batch):
-      count = min(self._batch, len(self._targets) - start)
-      outputs = self._terms(state, self._global_batch(self._targets[start:start + count]),
-                            self._global_batch(self._keys[start:start + count]))
-      ll, k = (np.asarray(multihost_utils.process_allgather(x, tiled=True), np.float64)[:count] for x in outputs)
-      log_likelihood.append(ll)
-      kl.append(k)
-    log_likelihood, kl = np.concatenate(log_likelihood), np.concatenate(kl)
-    neg_elbo = float(np.mean(kl - log_likelihood))
-    return {'heldout_neg_elbo': neg_elbo, 'heldout_bits_per_dim': neg_elbo / (self._dims * math.log(2)),
-            'heldout_reconstruction': float(np.mean(log_likelihood)), 'heldout_kl': float(np.mean(kl))}
-
-
 def _vae_reporter(ctx: ReportContext, *, vae, likelihood: vae_losses.Likelihood,
                   generate: Callable[[Any, jax.Array], jax.Array]) -> Reporter:
   """Prior samples and held-out reconstructions every `sample_every_steps`; the held-out negative ELBO
   every `vae.heldout_every_steps`."""
   config = ctx.config
-  targets = heldout_targets(config, ctx.builder, likelihood)
+  targets = vae_likelihood.heldout_targets(config, ctx.builder, likelihood)
   write_samples = _sample_writer(ctx, generate)
   replicated = sharding_lib.replicated(ctx.mesh)
-  reconstruct = jax.jit(functools.partial(steps.vae_reconstruct, vae=vae, likelihood=likelihood),
+  reconstruct = jax.jit(functools.partial(vae_steps.reconstruct, vae=vae, likelihood=likelihood),
                         in_shardings=(ctx.state_shardings, replicated), out_shardings=replicated)
   pairs = max(1, min(config.num_sample_images // 2, len(targets)))
   inputs = sharding_lib.put_replicated(targets[:pairs], ctx.mesh)
@@ -215,5 +168,6 @@ def _vae_reporter(ctx: ReportContext, *, vae, likelihood: vae_losses.Likelihood,
       _write_grid(ctx, step, 'reconstructions', side_by_side.reshape((-1,) + side_by_side.shape[2:]),
                   columns=2 * math.ceil(math.sqrt(pairs / 2)))
 
-  heldout = HeldoutElbo(ctx, targets, vae=vae, likelihood=likelihood)
-  return Reporter(write_images=write_images, evaluations=[(config.vae.heldout_every_steps, heldout)])
+  heldout = vae_likelihood.HeldoutLikelihood(config, targets, mesh=ctx.mesh, state_shardings=ctx.state_shardings,
+                                             vae=vae, likelihood=likelihood)
+  return Reporter(write_images=write_images, evaluations=[(config.vae.heldout_every_steps, heldout.neg_elbo)])

@@ -10,7 +10,7 @@ The formula (only matmuls and convolutions count; elementwise ops, batch norm, t
 * Its backward pass costs `F` for the weight gradient plus `F` for the input gradient, and the input
   gradient is not computed where nothing needs it: the first layer of the network the loss is
   differentiated through does not send a gradient into the data or the latents.
-* One train step (see `steps.train_step`), batch B, per discriminator update (`n_critic` of them):
+* One train step (see `gan_steps.train_step`), batch B, per discriminator update (`n_critic` of them):
     G forward on B latents (the fakes) + D forward on 2B (real and fake together)
     + D backward on 2B (weight gradients; input gradients for every layer but the first);
   and then one generator update:
@@ -18,11 +18,11 @@ The formula (only matmuls and convolutions count; elementwise ops, batch norm, t
     + G backward on B (weight gradients; input gradients for every layer but the first).
   With `gan_update='simultaneous'` (one batch per step), the generator update reuses the critic update's
   forward pass: it costs only D's input gradients on the B fakes (every layer) + G backward on B, i.e. one
-  G forward and one D forward on B less than the alternating step. (`steps.simultaneous_update` runs that
+  G forward and one D forward on B less than the alternating step. (`gan_steps.simultaneous_update` runs that
   input-gradient pass over the fakes only when D has no batch statistics; with them, D sees real and fake
   in one call and the pass covers all 2B rows, the real rows' cotangent zero: XLA's count then includes
   the B rows of wasted work, this formula does not.)
-* One VAE step (`steps.vae_train_step`), batch B: encoder forward + decoder forward on B, then the decoder
+* One VAE step (`vae_steps.train_step`), batch B: encoder forward + decoder forward on B, then the decoder
   backward (weight gradients and input gradients at every layer: the gradient reaches the latents and
   goes on into the encoder) + the encoder backward (weight gradients; input gradients for every layer
   but the first). The KL term, the likelihood and the reparameterisation are elementwise.
@@ -189,7 +189,7 @@ def _backward(layers: list[Layer], *, weights: bool, inputs: bool) -> int:
 
 
 def train_step_flops(config: ml_collections.ConfigDict, image_shape) -> int:
-  """Model FLOPs of one `steps.train_step` (or `steps.vae_train_step`) at `config.batch_size` (global), as in the
+  """Model FLOPs of one `gan_steps.train_step` (or `vae_steps.train_step`) at `config.batch_size` (global), as in the
   module docstring."""
   if config.model in VAE_LAYER_COUNTERS:
     encoder, decoder = VAE_LAYER_COUNTERS[config.model](config, tuple(image_shape))

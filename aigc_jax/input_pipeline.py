@@ -24,8 +24,8 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 import aigc_jax.datasets  # noqa: F401  (registers the offline TFDS builders)
+from aigc_jax import families
 from aigc_jax.datasets import image_folder
-from aigc_jax import steps
 from aigc_jax.config_errors import ConfigError
 
 
@@ -210,7 +210,7 @@ def train_streams(config: ml_collections.ConfigDict, builder: tfds.core.DatasetB
 def global_batch_shapes(config: ml_collections.ConfigDict,
                         info: DatasetInfo) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes and dtypes of one global training element (all processes together)."""
-  return steps.global_batch_shapes(config, info.image_shape)
+  return families.global_batch_shapes(config, info.image_shape)
 
 
 def global_batches(local_iterator: Iterator, sharding: jax.sharding.Sharding,

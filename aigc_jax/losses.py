@@ -39,7 +39,7 @@ GAN_LOSSES: dict[str, GanLoss] = {
 }
 
 
-# How the two losses are minimised in a step (`steps.train_step`): D, then G through the updated D; or both
+# How the two losses are minimised in a step (`gan_steps.train_step`): D, then G through the updated D; or both
 # networks from one forward pass (the TensorFlow DCGAN tutorial's two-tape step).
 GAN_UPDATES = ('alternating', 'simultaneous')
 

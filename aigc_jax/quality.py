@@ -38,7 +38,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # unconditional model) are left out.
 METRICS = (('fid', 'FID'), ('kid', 'KID'), ('precision', 'precision'), ('recall', 'recall'), ('is', 'IS'),
            ('rarest_class_share', 'rarest class'), ('label_accuracy', 'label accuracy'),
-           ('nearest_train_ratio', 'nearest-train ratio'))
+           ('nearest_train_ratio', 'nearest-train ratio'),
+           ('heldout_neg_elbo', 'held-out negative ELBO (nats)'), ('heldout_nll', 'held-out NLL, IWAE (nats)'))
 
 
 def _module(name: str, *args: str) -> list[str]:
@@ -76,9 +77,10 @@ def _scores(stdout: str) -> dict[str, Any]:
 
 
 def _metric(scores: dict[str, Any], suffix: str) -> float | None:
-  """The figure `<feature network>_<suffix>` of an evaluate line, or None."""
+  """The figure `<feature network>_<suffix>` of an evaluate line (a VAE's held-out likelihood: `<suffix>`),
+  or None."""
   network = scores.get('feature_network', '').split('-')[0]
-  return scores.get(f'{network}_{suffix}')
+  return scores.get(f'{network}_{suffix}', scores.get(suffix))
 
 
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

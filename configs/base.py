@@ -105,4 +105,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.vae.kl_warmup_steps = 0          # KL weight ramps linearly from 0 to beta over these steps
   config.vae.heldout_split = 'test'       # split scored by the held-out negative ELBO (and reconstructed)
   config.vae.heldout_every_steps = 1_000  # held-out negative ELBO cadence (and at the end)
+  config.vae.iwae_samples = 1_000         # `evaluate`: importance samples of the held-out NLL (IWAE bound); 0 = off
   return config

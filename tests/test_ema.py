@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aigc_jax import families, ema, losses, models, optimizers, sharding, steps
+from aigc_jax import ema, gan_steps, models, sharding
 from aigc_jax import state as state_lib
+from tests import compiled_steps
 from tests.conftest import make_tiny_config
 
 
@@ -29,18 +30,8 @@ def test_update_arithmetic_and_start_step():
 def mlp_run():
   config = make_tiny_config(data_dir=None)
   config.ema_decay, config.ema_start_step = 0.5, 3
-  gan = models.create_gan(config, (28, 28, 1))
-  g_tx, d_tx = optimizers.create_optimizer(config, 'generator'), optimizers.create_optimizer(config, 'discriminator')
-  mesh = sharding.create_mesh()
-  init, abstract = state_lib.initializer_from_config(config, mesh,
-                                                     families.create(config, (28, 28, 1)).init_state)
-  shardings = state_lib.shardings_of(abstract)
-  step = jax.jit(functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
-                                   d_tx=d_tx, latent_dim=config.latent_dim,
-                                   techniques=steps.techniques_from_config(config)),
-                 in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
-                 out_shardings=(shardings, sharding.replicated(mesh)))
-  return config, gan, init(jax.random.key(0)), step
+  family, state, step, _ = compiled_steps.compiled_train_step(config, sharding.create_mesh())
+  return config, family.modules, state, step
 
 
 def _batch(seed, nan=False):
@@ -78,8 +69,8 @@ def test_generate_uses_the_ema_generator_when_asked(mlp_run):
   moved = state.replace(generator_ema=state.generator_ema.replace(
       params=jax.tree.map(lambda p: p + 0.1, state.generator_ema.params)))
   z = jax.random.normal(jax.random.key(3), (4, 100))
-  raw = steps.generate(moved, z, gan=gan)
-  averaged = steps.generate(moved, z, gan=gan, use_ema=True)
+  raw = gan_steps.generate(moved, z, gan=gan)
+  averaged = gan_steps.generate(moved, z, gan=gan, use_ema=True)
   np.testing.assert_array_equal(raw, gan.generator.apply({'params': state.generator.params}, z, train=False))
   np.testing.assert_array_equal(averaged, gan.generator.apply({'params': moved.generator_ema.params}, z, train=False))
   assert not np.allclose(raw, averaged)
@@ -100,8 +91,8 @@ def test_ema_batch_statistics_are_its_own():
                                        jax.tree.map(lambda v: v + 0.3, variables), None),
       generator_ema=state_lib.NetworkState(params, variables, None))
   # One compilation: the start step (3) is compared with the state's step.
-  update = jax.jit(functools.partial(steps.update_ema, batch_size=16, gan=gan, latent_dim=config.latent_dim,
-                                     techniques=steps.Techniques(ema_decay=0.9, ema_start_step=3)))
+  update = jax.jit(functools.partial(gan_steps.update_ema, batch_size=16, gan=gan, latent_dim=config.latent_dim,
+                                     techniques=gan_steps.Techniques(ema_decay=0.9, ema_start_step=3)))
   rng = jax.random.key(4)
   copied = update(state, rng).generator_ema  # after step 1
   state = state.replace(step=jnp.int32(5))
@@ -109,9 +100,9 @@ def test_ema_batch_statistics_are_its_own():
   jax.tree.map(np.testing.assert_array_equal, copied.params, state.generator.params)
   jax.tree.map(np.testing.assert_array_equal, copied.variables, state.generator.variables)
   # After the start: a training-mode pass of the new EMA params, from the EMA's previous statistics.
-  z_rng, dropout_rng = jax.random.split(jax.random.fold_in(rng, steps._EMA_TAG))
-  _, expected = jax.jit(functools.partial(steps.apply_network, gan.generator, train=True))(
-      state.generator_ema, steps._latents(z_rng, 16, config.latent_dim), rng=dropout_rng, params=averaged.params)
+  z_rng, dropout_rng = jax.random.split(jax.random.fold_in(rng, gan_steps._EMA_TAG))
+  _, expected = jax.jit(functools.partial(gan_steps.apply_network, gan.generator, train=True))(
+      state.generator_ema, gan_steps._latents(z_rng, 16, config.latent_dim), rng=dropout_rng, params=averaged.params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), averaged.variables, expected)
   differs = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(averaged.variables),
                                                    jax.tree.leaves(state.generator.variables))]

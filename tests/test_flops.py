@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from aigc_jax import flops, losses, models, optimizers, steps
+from aigc_jax import flops, gan_steps, losses, models, optimizers
 from aigc_jax import state as state_lib
 from configs import base
 
@@ -74,7 +74,7 @@ def test_mlp_formula_is_close_to_xla_cost_analysis():
   state = jax.eval_shape(functools.partial(state_lib.init_train_state, gan=gan, g_tx=g_tx, d_tx=d_tx,
                                            image_shape=image_shape, latent_dim=config.latent_dim),
                          jax.random.key(0))
-  step = functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
+  step = functools.partial(gan_steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
                            d_tx=d_tx, latent_dim=config.latent_dim)
   batch = {'image': jax.ShapeDtypeStruct((1, 128) + image_shape, jnp.float32),
            'label': jax.ShapeDtypeStruct((1, 128), jnp.int32)}

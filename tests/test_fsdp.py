@@ -1,16 +1,16 @@
 """FSDP: the (data, fsdp) mesh, regex partition rules, a state born sharded, and a sharded step that equals
 the replicated one on 8 fake devices."""
-import functools
 
 import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from aigc_jax import families, input_pipeline, losses, models, optimizers, steps
+from aigc_jax import families
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax.config_checks import ConfigError
+from tests import compiled_steps
 
 
 def test_mesh_from_config():
@@ -40,11 +40,7 @@ def test_rules_first_match_wins_and_methods():
 
 
 def _setup(config, mesh):
-  gan = models.create_gan(config, (28, 28, 1))
-  g_tx, d_tx = optimizers.create_optimizer(config, 'generator'), optimizers.create_optimizer(config, 'discriminator')
-  init, abstract = state_lib.initializer_from_config(config, mesh,
-                                                     families.create(config, (28, 28, 1)).init_state)
-  return gan, g_tx, d_tx, init, abstract
+  return state_lib.initializer_from_config(config, mesh, families.create(config, (28, 28, 1)).init_state)
 
 
 def test_a_rule_that_fits_no_leaf_is_one_config_error(tiny_config):
@@ -56,15 +52,7 @@ def test_a_rule_that_fits_no_leaf_is_one_config_error(tiny_config):
 
 
 def _sharded_run(config, batches):
-  mesh = sharding_lib.mesh_from_config(config)
-  gan, g_tx, d_tx, init, abstract = _setup(config, mesh)
-  shardings = state_lib.shardings_of(abstract)
-  step = jax.jit(functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
-                                   d_tx=d_tx, latent_dim=config.latent_dim,
-                                   techniques=steps.techniques_from_config(config)),
-                 in_shardings=(shardings, sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh)),
-                 out_shardings=(shardings, sharding_lib.replicated(mesh)))
-  state = init(jax.random.key(config.seed))
+  _, state, step, _ = compiled_steps.compiled_train_step(config, sharding_lib.mesh_from_config(config))
   born = state
   for batch in batches:
     state, metrics = step(state, batch, jax.random.key(7))
@@ -73,9 +61,7 @@ def _sharded_run(config, batches):
 
 def test_fsdp_step_equals_the_replicated_step_and_really_shards(tiny_config):
   tiny_config.ema_decay = 0.5  # the EMA copy is sharded like the params
-  builder = input_pipeline.get_builder(tiny_config)
-  ds = input_pipeline.create_train_dataset(tiny_config, builder, process_index=0, process_count=1)
-  batches = [jax.tree.map(np.asarray, element) for element in ds.take(2).as_numpy_iterator()]
+  batches = compiled_steps.real_batches(tiny_config, 2)
   _, replicated, replicated_metrics = _sharded_run(tiny_config, batches)  # mesh 8 x 1, all replicated
 
   tiny_config.fsdp_devices, tiny_config.param_sharding = 4, 'fsdp'  # mesh 2 x 4, kernels split over fsdp

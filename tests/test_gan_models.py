@@ -13,13 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aigc_jax import config_checks, flops, image_grid, input_pipeline, losses, models, optimizers, steps, train
+from aigc_jax import config_checks, flops, gan_steps, image_grid, input_pipeline, losses, models, optimizers, train
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax.evaluation import evaluator as evaluator_lib
 from aigc_jax.models import resnet_gan
 from configs import base
-from tests import test_steps
+from tests import compiled_steps
 from tests.conftest import REPO_ROOT
 
 
@@ -193,7 +193,7 @@ def test_steps_route_labels_and_own_their_spectral_norm_state(tiny_sngan):
   images = jax.random.uniform(jax.random.key(4), (4,) + _TINY, minval=-1, maxval=1)
   batch = {'image': images, 'label': jnp.array([0, 1, 2, 3])}
   loss = losses.get_gan_loss(config.loss)
-  d_step = jax.jit(functools.partial(steps.discriminator_step, gan=gan, loss=loss, latent_dim=config.latent_dim,
+  d_step = jax.jit(functools.partial(gan_steps.discriminator_step, gan=gan, loss=loss, latent_dim=config.latent_dim,
                                      d_tx=optimizers.create_optimizer(config, 'discriminator')))
   rng = jax.random.key(5)
   after, metrics = d_step(state, batch, rng)
@@ -205,10 +205,10 @@ def test_steps_route_labels_and_own_their_spectral_norm_state(tiny_sngan):
   @jax.jit
   def fakes_scored_with_their_labels(state, rng):
     z_rng, g_rng, d_rng, label_rng = jax.random.split(rng, 4)
-    fake_labels = steps.sample_labels(label_rng, 4, gan.num_classes)
+    fake_labels = gan_steps.sample_labels(label_rng, 4, gan.num_classes)
     z = jax.random.normal(z_rng, (4, config.latent_dim))
-    fake, _ = steps.apply_network(gan.generator, state.generator, z, train=True, rng=g_rng, labels=fake_labels)
-    fake_out, _ = steps.apply_network(gan.discriminator, state.discriminator, fake, train=True, rng=d_rng,
+    fake, _ = gan_steps.apply_network(gan.generator, state.generator, z, train=True, rng=g_rng, labels=fake_labels)
+    fake_out, _ = gan_steps.apply_network(gan.discriminator, state.discriminator, fake, train=True, rng=d_rng,
                                       labels=fake_labels)
     return jnp.mean(fake_out)
   assert float(metrics['d_fake']) == pytest.approx(float(fakes_scored_with_their_labels(state, rng)), rel=1e-5,
@@ -216,7 +216,7 @@ def test_steps_route_labels_and_own_their_spectral_norm_state(tiny_sngan):
   # D's spectral-norm state moves in the D step only; G's batch-norm statistics in the G step only.
   assert _differs(state.discriminator.variables, after.discriminator.variables)
   assert not _differs(state.generator, after.generator)
-  g_after, _ = jax.jit(functools.partial(steps.generator_step, gan=gan, loss=loss, latent_dim=config.latent_dim,
+  g_after, _ = jax.jit(functools.partial(gan_steps.generator_step, gan=gan, loss=loss, latent_dim=config.latent_dim,
                                          g_tx=optimizers.create_optimizer(config, 'generator')))(
                                              state, batch, jax.random.key(6))
   assert not _differs(state.discriminator, g_after.discriminator)
@@ -235,20 +235,14 @@ def _on_mesh(config, gan, state, mesh):
 def test_conditional_step_over_8_devices_equals_1_device(tiny_sngan):
   # Labels are split over the devices with their images; batch norm and the spectral-norm state see the
   # global batch. Same numbers as on one device. (sngan_resnet: biggan's extra parts are per-example maps.)
-  config, gan, initial = tiny_sngan
-  batches = test_steps._real_batches(config, 2)
+  config, _, initial = tiny_sngan
+  batches = compiled_steps.real_batches(config, 2)
   assert len(set(batches[0]['label'].ravel().tolist())) > 1
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    mesh = sharding_lib.create_mesh(devices)
-    state, shardings = _on_mesh(config, gan, initial, mesh)
-    replicated = sharding_lib.replicated(mesh)
-    step = jax.jit(functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss),
-                                     g_tx=optimizers.create_optimizer(config, 'generator'),
-                                     d_tx=optimizers.create_optimizer(config, 'discriminator'),
-                                     latent_dim=config.latent_dim),
-                   in_shardings=(shardings, sharding_lib.batch_sharding(mesh), replicated),
-                   out_shardings=(shardings, replicated))
+    _, _, step, shardings = compiled_steps.compiled_train_step(config, sharding_lib.create_mesh(devices), _TINY,
+                                                               num_classes=10)
+    state = jax.device_put(initial, shardings)
     for batch in batches:
       state, metrics = step(state, batch, jax.random.key(7))
     results.append(jax.device_get((state, metrics)))
@@ -278,8 +272,8 @@ def test_orthogonal_regularization_value_and_effect():
   state = _tiny_state(config, gan, (28, 28, 1))
   batch = {'image': jnp.zeros((4, 28, 28, 1)), 'label': jnp.zeros((4,), jnp.int32)}
   g_step = lambda weight: jax.jit(functools.partial(
-      steps.generator_step, gan=gan, loss=losses.get_gan_loss('hinge'), latent_dim=config.latent_dim,
-      g_tx=optimizers.create_optimizer(config, 'generator'), techniques=steps.Techniques(g_ortho_reg=weight)))(state, batch, jax.random.key(1))
+      gan_steps.generator_step, gan=gan, loss=losses.get_gan_loss('hinge'), latent_dim=config.latent_dim,
+      g_tx=optimizers.create_optimizer(config, 'generator'), techniques=gan_steps.Techniques(g_ortho_reg=weight)))(state, batch, jax.random.key(1))
   plain, plain_metrics = g_step(0.0)
   regularised, metrics = g_step(1.0)
   assert float(metrics['g_ortho']) == pytest.approx(
@@ -299,7 +293,7 @@ def test_flops_formula_matches_xla_cost_analysis(model, fields):
   g_tx, d_tx = (optimizers.create_optimizer(config, net) for net in ('generator', 'discriminator'))
   state = jax.eval_shape(functools.partial(state_lib.init_train_state, gan=gan, g_tx=g_tx, d_tx=d_tx,
                                            image_shape=image_shape, latent_dim=config.latent_dim), jax.random.key(0))
-  step = functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx, d_tx=d_tx,
+  step = functools.partial(gan_steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx, d_tx=d_tx,
                            latent_dim=config.latent_dim)
   batch = {'image': jax.ShapeDtypeStruct((1, 64) + image_shape, jnp.float32),
            'label': jax.ShapeDtypeStruct((1, 64), jnp.int32)}
@@ -351,7 +345,7 @@ def test_the_evaluator_samples_classes_for_a_conditional_generator(tiny_sngan, t
   state, shardings = _on_mesh(config, gan, state, mesh)
   evaluator = evaluator_lib.Evaluator(config, mesh=mesh, gan=gan, builder=train.prepare_dataset(config),
                                       image_shape=_TINY, state_shardings=shardings, network=network)
-  scores = evaluator(state)  # steps.generate refuses a conditional generator without labels
+  scores = evaluator(state)  # gan_steps.generate refuses a conditional generator without labels
   assert scores and all(np.isfinite(value) for value in scores.values())
 
 

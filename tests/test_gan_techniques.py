@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aigc_jax import restored_run, steps, train
+from aigc_jax import gan_steps, restored_run, train
 from aigc_jax.config_checks import ConfigError
 from aigc_jax.evaluation import evaluator as evaluator_lib
 from tests.conftest import make_tiny_config
@@ -96,7 +96,7 @@ def test_sample_and_evaluate_use_the_ema_generator_on_the_sharded_mesh(all_on_ru
   assert tuple(run.mesh.devices.shape) == (4, 2)
   assert 'fsdp' in run.state.generator.params['Dense_0']['kernel'].sharding.spec
   z = jax.random.normal(jax.random.split(jax.random.key(0))[0], (8, run.config.latent_dim))  # sample --seed=0
-  generate = lambda state, use_ema: np.clip(np.rint((np.asarray(steps.generate(
+  generate = lambda state, use_ema: np.clip(np.rint((np.asarray(gan_steps.generate(
       jax.device_get(state), jnp.asarray(z), gan=run.family.modules, use_ema=use_ema)) + 1) * 127.5), 0, 255).astype(np.uint8)
   images = restored_run.generate_images(run, z)
   np.testing.assert_allclose(images, generate(run.state, True), atol=1)  # EMA by default
@@ -113,7 +113,7 @@ def test_sample_and_evaluate_use_the_ema_generator_on_the_sharded_mesh(all_on_ru
   with_ema, _, _ = evaluator.generated_features(run.state)
   # The same latents through the EMA generator, on the host: the evaluator scored the EMA's samples.
   latents = jax.random.normal(jax.random.fold_in(jax.random.key(run.config.eval.seed), 0), (16, run.config.latent_dim))
-  expected, _ = _mean_pool_network().apply({}, steps.generate(jax.device_get(run.state), latents, gan=run.family.modules,
+  expected, _ = _mean_pool_network().apply({}, gan_steps.generate(jax.device_get(run.state), latents, gan=run.family.modules,
                                                               use_ema=True))
   np.testing.assert_allclose(with_ema[:16], expected, rtol=2e-2, atol=2e-2)
   scores = evaluator(run.state)

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from aigc_jax import losses, models, optimizers, steps
+from aigc_jax import gan_steps, losses, models, optimizers
 from aigc_jax import state as state_lib
 from tests.conftest import make_tiny_config
 
@@ -118,7 +118,7 @@ def mlp_setup():
 def _d_step(mlp_setup, techniques, d_update):
   """One discriminator update's parameter change (minus the gradient) and its metrics."""
   config, gan, d_tx, state, batch = mlp_setup
-  step = jax.jit(functools.partial(steps.discriminator_step, gan=gan, loss=losses.get_gan_loss('hinge'), d_tx=d_tx,
+  step = jax.jit(functools.partial(gan_steps.discriminator_step, gan=gan, loss=losses.get_gan_loss('hinge'), d_tx=d_tx,
                                    latent_dim=config.latent_dim, techniques=techniques))
   after, metrics = step(state, batch, jax.random.key(5), d_update=jnp.int32(d_update))
   delta = jax.tree.map(lambda new, old: new - old, after.discriminator.params, state.discriminator.params)
@@ -126,10 +126,10 @@ def _d_step(mlp_setup, techniques, d_update):
 
 
 def test_lazy_r1_applies_every_k_updates_weighted_by_k(mlp_setup):
-  plain, _ = _d_step(mlp_setup, steps.Techniques(), 0)
-  every_1, metrics_1 = _d_step(mlp_setup, steps.Techniques(r1_gamma=8.0, r1_every=1), 7)
-  lazy_on, metrics_on = _d_step(mlp_setup, steps.Techniques(r1_gamma=2.0, r1_every=4), 8)
-  lazy_off, metrics_off = _d_step(mlp_setup, steps.Techniques(r1_gamma=2.0, r1_every=4), 9)
+  plain, _ = _d_step(mlp_setup, gan_steps.Techniques(), 0)
+  every_1, metrics_1 = _d_step(mlp_setup, gan_steps.Techniques(r1_gamma=8.0, r1_every=1), 7)
+  lazy_on, metrics_on = _d_step(mlp_setup, gan_steps.Techniques(r1_gamma=2.0, r1_every=4), 8)
+  lazy_off, metrics_off = _d_step(mlp_setup, gan_steps.Techniques(r1_gamma=2.0, r1_every=4), 9)
   assert bool(metrics_on['d_r1_applied']) and not bool(metrics_off['d_r1_applied'])
   assert float(metrics_on['d_r1']) == pytest.approx(float(metrics_1['d_r1']), rel=1e-6)
   assert float(metrics_on['d_r1']) > 0
@@ -140,8 +140,8 @@ def test_lazy_r1_applies_every_k_updates_weighted_by_k(mlp_setup):
 
 
 def test_a_non_finite_penalty_marks_the_update_not_finite(mlp_setup):
-  _, metrics = _d_step(mlp_setup, steps.Techniques(gp_weight=10.0), 0)
+  _, metrics = _d_step(mlp_setup, gan_steps.Techniques(gp_weight=10.0), 0)
   assert bool(metrics['d_finite']) and np.isfinite(float(metrics['d_gp']))
-  _, metrics = _d_step(mlp_setup, steps.Techniques(gp_weight=float('inf')), 0)
+  _, metrics = _d_step(mlp_setup, gan_steps.Techniques(gp_weight=float('inf')), 0)
   # The adversarial loss itself is finite: the penalty alone makes the update skipped.
   assert np.isfinite(float(metrics['d_loss'])) and not bool(metrics['d_finite'])

@@ -13,10 +13,11 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from aigc_jax import config_checks, families, flops, input_pipeline, restored_run, sharding, steps, train
-from aigc_jax import state as state_lib
+from aigc_jax import config_checks, evaluate, families, flops, restored_run, sharding, train, vae_steps
 from aigc_jax import vae_losses
+from aigc_jax.evaluation import vae_likelihood
 from aigc_jax.config_checks import ConfigError
+from tests import compiled_steps
 from tests.conftest import make_tiny_config
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -36,10 +37,7 @@ def _vae_config(data_dir, model='vae_conv', likelihood='bernoulli'):
 @pytest.fixture(scope='module')
 def real_batches(tfds_data_dir):
   """Two real training elements `[1, 16, 28, 28, 1]` of the offline digits."""
-  config = _vae_config(tfds_data_dir)
-  builder = input_pipeline.get_builder(config)
-  ds = input_pipeline.create_train_dataset(config, builder, process_index=0, process_count=1)
-  return [jax.tree.map(np.asarray, element) for element in ds.take(2).as_numpy_iterator()]
+  return compiled_steps.real_batches(_vae_config(tfds_data_dir), 2)
 
 
 # --- The objective's pieces. ---
@@ -157,27 +155,50 @@ def test_vae_models_fit_digits_and_colour_images(model, image_shape):
     assert jax.eval_shape(family.generate, state, jax.ShapeDtypeStruct((5, 8), jnp.float32)).shape == (5,) + image_shape
 
 
-# --- The step. ---
+def _set_layer(params, prefix, pick, **values):
+  """`params` with the Dense layer of `prefix` chosen by `pick` (over their sorted names) set to `values`."""
+  name = pick(sorted(k for k in params[prefix] if k.startswith('Dense_')))
+  layer = {**params[prefix][name], **{k: jnp.broadcast_to(v, params[prefix][name][k].shape) for k, v in values.items()}}
+  return {**params, prefix: {**params[prefix], name: layer}}
 
-def _compiled_step(config, mesh):
+
+def test_importance_sampled_likelihood_is_exact_for_a_decoder_that_ignores_z(tfds_data_dir, real_batches):
+  # With p(x | z) the same for every z, log p(x) = log p(x | z) exactly; the importance weights then average
+  # p(z) / q(z | x), which is 1 in expectation for any q. The ELBO stays below by KL(q || p).
+  config = _vae_config(tfds_data_dir, 'vae_mlp')
   family = families.create(config, IMAGE_SHAPE)
-  init, abstract = state_lib.sharded_initializer(mesh, init=family.init_state)
-  shardings = state_lib.shardings_of(abstract)
-  step = jax.jit(family.train_step,
-                 in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
-                 out_shardings=(shardings, sharding.replicated(mesh)))
-  return family, init(jax.random.key(config.seed)), step
+  state = family.init_state(jax.random.key(0))
+  latent = config.latent_dim
+  posterior = jnp.concatenate([jnp.full((latent,), 0.1), jnp.full((latent,), 2 * math.log(0.9))])  # mean, logvar
+  params = _set_layer(state.vae.params, 'encoder', lambda names: names[-1], kernel=0.0, bias=posterior)
+  params = _set_layer(params, 'decoder', lambda names: names[0], kernel=0.0)
+  state = state.replace(vae=state.vae.replace(params=params))
+  likelihood = vae_likelihood.likelihood_of(config)
+  targets = likelihood.targets(real_batches[0]['image'][0][:4], jax.random.key(1))
+  bind = dict(vae=family.modules, likelihood=likelihood, latent_dim=latent)
+  keys = jax.random.split(jax.random.key(2), 4)
+  weights = jax.jit(lambda s: vae_steps.log_importance_weights(s, targets, keys, samples=4000, **bind))(state)
+  log_px = jax.scipy.special.logsumexp(weights, axis=1) - math.log(4000)
+  log_px_given_z, kl = jax.jit(lambda s: vae_steps.heldout_terms(s, targets, keys, **bind))(state)
+  expected_kl = latent * 0.5 * (0.81 + 0.01 - 1 - math.log(0.81))
+  np.testing.assert_allclose(kl, expected_kl, rtol=1e-5)
+  # The estimate's own error here (the log of a mean ratio over 4,000 draws) is about 1e-3 nats; a wrong
+  # log q or log p term would be off by ~0.1 nats or more.
+  np.testing.assert_allclose(log_px, log_px_given_z, atol=0.02)
+  assert expected_kl > 0.05
 
+
+# --- The step. ---
 
 @pytest.mark.parametrize('model,likelihood', [('vae_conv', 'bernoulli'), ('vae_mlp', 'gaussian')])
 def test_negative_elbo_falls_on_a_fixed_batch(tfds_data_dir, real_batches, model, likelihood):
   config = _vae_config(tfds_data_dir, model, likelihood)
   config.vae.binarize = 'threshold'  # the same targets every step
-  family, state, step = _compiled_step(config, sharding.create_mesh(jax.devices()[:1]))
-  likelihood_fn = families.likelihood_of(config)
+  family, state, step, _ = compiled_steps.compiled_train_step(config, sharding.create_mesh(jax.devices()[:1]))
+  likelihood_fn = vae_likelihood.likelihood_of(config)
   targets = likelihood_fn.targets(real_batches[0]['image'][0], jax.random.key(0))
   keys = jax.random.split(jax.random.key(1), len(targets))
-  neg_elbo = jax.jit(lambda s: -jnp.mean(jnp.subtract(*steps.vae_heldout_terms(
+  neg_elbo = jax.jit(lambda s: -jnp.mean(jnp.subtract(*vae_steps.heldout_terms(
       s, targets, keys, vae=family.modules, likelihood=likelihood_fn, latent_dim=config.latent_dim))))
   before = float(neg_elbo(state))
   for _ in range(50):
@@ -201,11 +222,11 @@ def test_negative_elbo_falls_on_a_fixed_batch(tfds_data_dir, real_batches, model
 
 def test_vae_step_on_8_devices_equals_1_device(tfds_data_dir, real_batches):
   assert jax.device_count() == 8
-  # The MLP VAE compiles fastest; the sharded convolutions are covered by the GAN tests (tests/test_steps.py).
+  # The MLP VAE compiles fastest; the sharded convolutions are covered by the GAN tests (tests/test_gan_steps.py).
   config = _vae_config(tfds_data_dir, 'vae_mlp')
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    _, state, step = _compiled_step(config, sharding.create_mesh(devices))
+    _, state, step, _ = compiled_steps.compiled_train_step(config, sharding.create_mesh(devices))
     for batch in real_batches:
       state, metrics = step(state, batch, jax.random.key(7))
     results.append((jax.device_get(state), jax.device_get(metrics)))
@@ -316,3 +337,10 @@ def test_short_run_writes_checkpoints_grids_heldout_elbo_and_resumes_exactly(tfd
   assert run.family.kind == 'vae' and run.step == 4
   images = np.asarray(jax.jit(run.family.generate)(run.state, jax.random.normal(jax.random.key(0), (5, 8))))
   assert images.shape == (5,) + IMAGE_SHAPE and images.min() >= -1 and images.max() <= 1 and images.std() > 0
+  # evaluate's held-out figures: the ELBO training logged, and the tighter importance-sampled NLL.
+  run = restored_run.restore(straight_dir, {'vae.iwae_samples': 200})
+  scores = evaluate.heldout_likelihood(run)
+  assert scores['heldout_neg_elbo'] == pytest.approx(neg_elbo, rel=1e-5)
+  assert scores['heldout_importance_samples'] == 200
+  assert 0 < scores['heldout_nll'] < scores['heldout_neg_elbo']
+  assert scores['heldout_nll_bits_per_dim'] == pytest.approx(scores['heldout_nll'] / (784 * math.log(2)))

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from aigc_jax import compile as compile_lib
-from aigc_jax import config_checks, cpu, families, flops, steps
+from aigc_jax import config_checks, cpu, families, flops, gan_steps
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
 from aigc_jax.config_errors import ConfigError
@@ -196,7 +196,7 @@ def measure(config) -> dict[str, Any]:
   batch_sharding = sharding_lib.batch_sharding(mesh)
   init_rng, train_rng, data_rng = jax.random.split(jax.random.key(config.seed), 3)
   init_state, abstract_state = state_lib.initializer_from_config(config, mesh, family.init_state)
-  batch_shapes = steps.global_batch_shapes(config, image_shape)
+  batch_shapes = families.global_batch_shapes(config, image_shape)
   train_rng = sharding_lib.put_replicated(train_rng, mesh)
 
   # The same step, compiled the same way, as `train.py` runs it.
@@ -232,7 +232,7 @@ def measure(config) -> dict[str, Any]:
       'compute_dtype': dtype, 'n_critic': config.n_critic, 'mode': bench.mode, 'dataset': dataset_name,
       'gan_update': config.gan_update if family.kind == 'gan' else None,
       # The GAN techniques and the parameter layout: their extra passes are not in the analytic FLOPs.
-      'techniques': steps.techniques_from_config(config)._asdict() if family.kind == 'gan' else None,
+      'techniques': gan_steps.techniques_from_config(config)._asdict() if family.kind == 'gan' else None,
       'fsdp_devices': config.fsdp_devices,
       'param_sharding': config.param_sharding,
       'image_shape': list(image_shape), 'label': bench.label,

@@ -169,7 +169,7 @@ def make_plan(config, *, devices: int, chip_name: str, image_shape: tuple[int, .
   (fake CPU) devices in this process; raises PlanError or ConfigError for bad input."""
   import jax  # pylint: disable=g-import-not-at-top
   from aigc_jax import compile as compile_lib  # pylint: disable=g-import-not-at-top
-  from aigc_jax import config_checks, families, flops, steps  # pylint: disable=g-import-not-at-top
+  from aigc_jax import config_checks, families, flops  # pylint: disable=g-import-not-at-top
   from aigc_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from aigc_jax import state as state_lib  # pylint: disable=g-import-not-at-top
 
@@ -195,7 +195,7 @@ def make_plan(config, *, devices: int, chip_name: str, image_shape: tuple[int, .
   mesh = sharding_lib.mesh_from_config(config)
   _, abstract_state = state_lib.initializer_from_config(config, mesh, family.init_state)
   compiled, compile_s = compile_lib.compile_train_step(config, family.train_step, abstract_state,
-                                                       steps.global_batch_shapes(config, shape), mesh)
+                                                       families.global_batch_shapes(config, shape), mesh)
 
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()

@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from aigc_jax import ema as ema_lib
-from aigc_jax import input_pipeline, steps
+from aigc_jax import gan_steps, input_pipeline
 from aigc_jax import sharding as sharding_lib
 from aigc_jax.config_errors import ConfigError
 from aigc_jax.evaluation import digits_classifier, inception, metrics
@@ -133,7 +133,7 @@ class Evaluator:
                              out_shardings=(self._split, self._split))
 
     if generate is None:
-      generate = functools.partial(steps.generate, gan=gan, use_ema=self.uses_ema)
+      generate = functools.partial(gan_steps.generate, gan=gan, use_ema=self.uses_ema)
       num_classes = gan.num_classes
 
     def sample_features(state, variables, rng):
@@ -141,7 +141,7 @@ class Evaluator:
       z = jax.lax.with_sharding_constraint(z, self._split)
       labels = None
       if num_classes:  # classes drawn uniformly, as BigGAN-PyTorch samples for IS/FID
-        labels = steps.sample_labels(jax.random.fold_in(rng, 1), self._batch, num_classes)
+        labels = gan_steps.sample_labels(jax.random.fold_in(rng, 1), self._batch, num_classes)
         labels = jax.lax.with_sharding_constraint(labels, self._split)
       sample_features, probs = features(variables, generate(state, z, labels))
       return sample_features, probs, jnp.zeros((self._batch,), jnp.int32) if labels is None else labels

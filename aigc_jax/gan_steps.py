@@ -1,8 +1,8 @@
-"""Pure training steps: `(state, batch, rng) -> (state, metrics)`.
+"""Pure GAN training steps: `(state, batch, rng) -> (state, metrics)`.
 
 `discriminator_step` and `generator_step` are the two GAN updates; `train_step` is one generator update
-preceded by `n_critic` discriminator updates, compiled as one program. `vae_train_step` is the VAE's
-update (section "VAE" at the end), with its held-out and sampling functions beside it. Everything model- or
+preceded by `n_critic` discriminator updates, compiled as one program (the VAE's step is in `vae_steps.py`).
+Everything model- or
 objective-specific is bound with `functools.partial` before `jax.jit`, so the compiled functions take only
 arrays. Randomness is a pure function of the base key and `state.step`, which makes resume exact.
 
@@ -34,24 +34,15 @@ import optax
 
 from aigc_jax import augment as augment_lib
 from aigc_jax import ema as ema_lib
-from aigc_jax import losses, vae_losses
+from aigc_jax import losses
 from aigc_jax import sharding as sharding_lib
 from aigc_jax.losses import GanLoss
 from aigc_jax.models import Gan
-from aigc_jax.state import NetworkState, TrainState, VaeState
+from aigc_jax.state import NetworkState, TrainState
 
 Metrics = dict[str, jax.Array]
 # Tags folded into an update's key for the techniques' randomness (the plain step's keys stay untouched).
 _AUGMENT_TAG, _PENALTY_TAG, _EMA_TAG = 0xA06, 0x9E7, 0xE3A
-
-
-def global_batch_shapes(config: ml_collections.ConfigDict,
-                        image_shape: tuple[int, int, int]) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes and dtypes of the batch a train step takes (global, all processes together): `n_critic`
-  batches of images in [-1, 1] and their int32 labels."""
-  lead = (config.n_critic, config.batch_size)
-  return {'image': jax.ShapeDtypeStruct(lead + tuple(image_shape), jnp.float32),
-          'label': jax.ShapeDtypeStruct(lead, jnp.int32)}
 
 
 class Techniques(NamedTuple):
@@ -442,76 +433,3 @@ def generate(state: TrainState, z: jax.Array, labels: jax.Array | None = None, *
                             labels=labels)
   return images
 
-
-# --- VAE. ---
-
-def vae_terms(vae, params: Any, targets: jax.Array, eps: jax.Array, *,
-              likelihood: vae_losses.Likelihood) -> tuple[jax.Array, jax.Array]:
-  """Per-example reconstruction log-likelihood E_q[log p(x | z)] (one sample, z from `eps`) and KL(q || p)."""
-  variables = {'params': params}
-  mean, logvar = vae.apply(variables, targets, method='encode')
-  loc, log_std = vae.apply(variables, vae_losses.reparameterize(mean, logvar, eps), method='decode')
-  return likelihood.log_prob(loc, log_std, targets), vae_losses.kl_diagonal_gaussians(mean, logvar)
-
-
-def vae_train_step(state: VaeState, batch: dict[str, jax.Array], rng: jax.Array, *, vae,
-                   likelihood: vae_losses.Likelihood, tx: optax.GradientTransformation, latent_dim: int,
-                   beta: float, kl_warmup_steps: int) -> tuple[VaeState, Metrics]:
-  """One update on the negative ELBO with its KL term weighted by beta (after a linear warm-up).
-
-  `batch['image']` is `[1, B, H, W, C]` (one slice: VAEs take no critic steps). `rng` is the run's base key;
-  this step's randomness (binarisation, posterior noise) is `fold_in(rng, state.step)`. The logged `elbo`
-  is the true bound (KL weight 1), whatever weight the update used.
-  """
-  data_rng, eps_rng = jax.random.split(jax.random.fold_in(rng, state.step))
-  targets = likelihood.targets(batch['image'][0], data_rng)
-  eps = _latents(eps_rng, targets.shape[0], latent_dim)
-  weight = vae_losses.kl_weight(state.step, beta=beta, warmup_steps=kl_warmup_steps)
-  net = state.vae
-
-  def loss_fn(params):
-    log_likelihood, kl = vae_terms(vae, params, targets, eps, likelihood=likelihood)
-    return jnp.mean(weight * kl - log_likelihood), (log_likelihood, kl)
-
-  (loss, (log_likelihood, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-  updates, opt_state = tx.update(grads, net.opt_state, net.params)
-  grad_norm = optax.tree.norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  updated = state.replace(vae=NetworkState(optax.apply_updates(net.params, updates), net.variables, opt_state))
-  # A non-finite update is not applied at all (as in `train_step`); the step is counted.
-  state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-  skipped = jnp.logical_not(finite).astype(jnp.int32)
-  state = state.replace(step=state.step + 1, skipped_steps=state.skipped_steps + skipped,
-                        consecutive_skipped=(state.consecutive_skipped + skipped) * skipped)
-  metrics = {'loss': loss, 'elbo': jnp.mean(log_likelihood - kl), 'reconstruction': jnp.mean(log_likelihood),
-             'kl': jnp.mean(kl), 'kl_weight': weight, 'grad_norm': grad_norm, 'skipped': skipped,
-             'skipped_steps': state.skipped_steps, 'consecutive_skipped': state.consecutive_skipped}
-  if likelihood.learned_std:
-    metrics['decoder_std'] = jnp.exp(net.params['log_std'])
-  return state, metrics
-
-
-def vae_heldout_terms(state: VaeState, targets: jax.Array, keys: jax.Array, *, vae,
-                      likelihood: vae_losses.Likelihood, latent_dim: int) -> tuple[jax.Array, jax.Array]:
-  """Per-example log-likelihood and KL of held-out `targets`, with one posterior sample per example from its
-  own key in `keys` (so the figure does not depend on the batch size or the device count)."""
-  eps = jax.vmap(lambda key: jax.random.normal(key, (latent_dim,), jnp.float32))(keys)
-  return vae_terms(vae, state.vae.params, targets, eps, likelihood=likelihood)
-
-
-def vae_reconstruct(state: VaeState, targets: jax.Array, *, vae, likelihood: vae_losses.Likelihood) -> jax.Array:
-  """The decoder's mean image at the posterior mean of each of `targets`."""
-  variables = {'params': state.vae.params}
-  mean, _ = vae.apply(variables, targets, method='encode')
-  loc, _ = vae.apply(variables, mean, method='decode')
-  return likelihood.mean(loc)
-
-
-def vae_generate(state: VaeState, z: jax.Array, labels: None = None, *, vae,
-                 likelihood: vae_losses.Likelihood) -> jax.Array:
-  """Images from prior latents `z`: the decoder's mean (Bernoulli: pixel probabilities) in [-1, 1]. The VAEs
-  are unconditional: `labels` must be None."""
-  if labels is not None:
-    raise ValueError('the VAEs are unconditional: generate takes no labels')
-  loc, _ = vae.apply({'params': state.vae.params}, z, method='decode')
-  return likelihood.mean(loc)

@@ -7,28 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from aigc_jax import families, input_pipeline, losses, models, optimizers, sharding, steps
+from aigc_jax import gan_steps, losses, models, optimizers, sharding
 from aigc_jax import state as state_lib
-
-
-def _compiled_step(config, mesh, image_shape):
-  gan = models.create_gan(config, image_shape)
-  g_tx = optimizers.create_optimizer(config, 'generator')
-  d_tx = optimizers.create_optimizer(config, 'discriminator')
-  init, abstract = state_lib.sharded_initializer(mesh, gan=gan, g_tx=g_tx, d_tx=d_tx, image_shape=image_shape,
-                                                 latent_dim=config.latent_dim)
-  shardings = state_lib.shardings_of(abstract)
-  step = jax.jit(functools.partial(steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss),
-                                   g_tx=g_tx, d_tx=d_tx, latent_dim=config.latent_dim),
-                 in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
-                 out_shardings=(shardings, sharding.replicated(mesh)))
-  return init(jax.random.key(config.seed)), step
-
-
-def _real_batches(config, count):
-  builder = input_pipeline.get_builder(config)
-  ds = input_pipeline.create_train_dataset(config, builder, process_index=0, process_count=1)
-  return [jax.tree.map(np.asarray, element) for element in ds.take(count).as_numpy_iterator()]
+from tests import compiled_steps
 
 
 def _leaves_differ(a, b):
@@ -43,9 +24,9 @@ _STEP_MODELS = sorted(set(models.GAN_FAMILIES) - set(models.FAMILY_OPTIONS))
 @pytest.mark.parametrize('model', _STEP_MODELS)
 def test_one_step_changes_params_and_keeps_them_finite(tiny_config, model):
   tiny_config.model = model
-  state, step = _compiled_step(tiny_config, sharding.create_mesh(), (28, 28, 1))
+  _, state, step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh())
   before = jax.device_get(state)
-  (batch,) = _real_batches(tiny_config, 1)
+  (batch,) = compiled_steps.real_batches(tiny_config, 1)
   after, metrics = step(state, batch, jax.random.key(1))
   after = jax.device_get(after)
   assert int(after.step) == 1
@@ -64,15 +45,15 @@ def test_discriminator_step_leaves_the_generator_alone(tiny_config):
   g_tx = optimizers.create_optimizer(tiny_config, 'generator')
   state = state_lib.init_train_state(jax.random.key(0), gan=gan, g_tx=g_tx, d_tx=d_tx, image_shape=(28, 28, 1),
                                      latent_dim=tiny_config.latent_dim)
-  (batch,) = _real_batches(tiny_config, 1)
+  (batch,) = compiled_steps.real_batches(tiny_config, 1)
   loss = losses.get_gan_loss('non_saturating')
   one = jax.tree.map(lambda x: x[0], batch)
-  after_d, d_metrics = steps.discriminator_step(state, one, jax.random.key(1), gan=gan, loss=loss, d_tx=d_tx,
+  after_d, d_metrics = gan_steps.discriminator_step(state, one, jax.random.key(1), gan=gan, loss=loss, d_tx=d_tx,
                                                 latent_dim=tiny_config.latent_dim)
   assert not _leaves_differ(state.generator, after_d.generator)
   assert _leaves_differ(state.discriminator.params, after_d.discriminator.params)
   assert 0 < float(d_metrics['d_real_prob']) < 1
-  after_g, _ = steps.generator_step(state, one, jax.random.key(2), gan=gan, loss=loss, g_tx=g_tx,
+  after_g, _ = gan_steps.generator_step(state, one, jax.random.key(2), gan=gan, loss=loss, g_tx=g_tx,
                                     latent_dim=tiny_config.latent_dim)
   assert not _leaves_differ(state.discriminator, after_g.discriminator)
   assert _leaves_differ(state.generator.params, after_g.generator.params)
@@ -80,8 +61,8 @@ def test_discriminator_step_leaves_the_generator_alone(tiny_config):
 
 def test_n_critic_runs_that_many_discriminator_updates(tiny_config):
   tiny_config.n_critic = 3
-  state, step = _compiled_step(tiny_config, sharding.create_mesh(), (28, 28, 1))
-  (batch,) = _real_batches(tiny_config, 1)
+  _, state, step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh())
+  (batch,) = compiled_steps.real_batches(tiny_config, 1)
   assert batch['image'].shape == (3, tiny_config.batch_size, 28, 28, 1)
   after, _ = step(state, batch, jax.random.key(1))
   # Adam's count in the discriminator's optimiser state advanced three times, the generator's once.
@@ -95,9 +76,9 @@ def test_n_critic_runs_that_many_discriminator_updates(tiny_config):
 def test_sharded_over_8_devices_equals_1_device(tiny_config, model, eight_point_winograd_tiles):
   assert jax.device_count() == 8
   tiny_config.model = model
-  batches = _real_batches(tiny_config, 2)
-  one_init, one_step = _compiled_step(tiny_config, sharding.create_mesh(jax.devices()[:1]), (28, 28, 1))
-  eight_init, eight_step = _compiled_step(tiny_config, sharding.create_mesh(jax.devices()), (28, 28, 1))
+  batches = compiled_steps.real_batches(tiny_config, 2)
+  _, one_init, one_step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh(jax.devices()[:1]))
+  _, eight_init, eight_step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh(jax.devices()))
   for a, b in zip(jax.tree.leaves(jax.device_get(one_init)), jax.tree.leaves(jax.device_get(eight_init))):
     np.testing.assert_array_equal(a, b)
   # Each step starts both meshes from the same state. Carried over separately, the rounding differences
@@ -116,7 +97,7 @@ def test_sharded_over_8_devices_equals_1_device(tiny_config, model, eight_point_
 
 
 class _BatchNormDiscriminator(nn.Module):
-  """A D whose outputs couple the samples of its batch: `steps.discriminate`'s one-call path."""
+  """A D whose outputs couple the samples of its batch: `gan_steps.discriminate`'s one-call path."""
 
   @nn.compact
   def __call__(self, images, train: bool = True):
@@ -139,21 +120,21 @@ def test_simultaneous_update_is_the_two_tape_step(tiny_config, discriminator, ei
   sgd = optax.sgd(1.0)
   state = state_lib.init_train_state(jax.random.key(0), gan=gan, g_tx=sgd, d_tx=sgd, image_shape=image_shape,
                                      latent_dim=tiny_config.latent_dim)
-  (batch,) = _real_batches(tiny_config, 1)
+  (batch,) = compiled_steps.real_batches(tiny_config, 1)
   one = jax.tree.map(lambda x: x[0], batch)
   loss = losses.get_gan_loss('non_saturating')
   key = jax.random.key(3)
   after, d_metrics, g_metrics = jax.jit(functools.partial(
-      steps.simultaneous_update, gan=gan, loss=loss, g_tx=sgd, d_tx=sgd, latent_dim=tiny_config.latent_dim))(
+      gan_steps.simultaneous_update, gan=gan, loss=loss, g_tx=sgd, d_tx=sgd, latent_dim=tiny_config.latent_dim))(
           state, one, key)
 
-  z_rng, g_rng, d_rng, _ = steps._split(key, gan)
-  z = steps._latents(z_rng, tiny_config.batch_size, tiny_config.latent_dim)
+  z_rng, g_rng, d_rng, _ = gan_steps._split(key, gan)
+  z = gan_steps._latents(z_rng, tiny_config.batch_size, tiny_config.latent_dim)
   real = one['image']
 
   def d_outputs(g_params, d_params):
-    fake, _ = steps.apply_network(gan.generator, state.generator, z, train=True, rng=g_rng, params=g_params)
-    real_out, fake_out, _ = steps.discriminate(gan, state.discriminator, (real, fake), d_rng,
+    fake, _ = gan_steps.apply_network(gan.generator, state.generator, z, train=True, rng=g_rng, params=g_params)
+    real_out, fake_out, _ = gan_steps.discriminate(gan, state.discriminator, (real, fake), d_rng,
                                                params=d_params, labels=None)
     return real_out, fake_out
 
@@ -166,13 +147,13 @@ def test_simultaneous_update_is_the_two_tape_step(tiny_config, discriminator, ei
   np.testing.assert_allclose(g_metrics['g_loss'], loss.generator(d_outputs(g_params, d_params)[1]), rtol=1e-6)
   # D's half is exactly the alternating discriminator step with the same key.
   alternating, alternating_metrics = jax.jit(functools.partial(
-      steps.discriminator_step, gan=gan, loss=loss, d_tx=sgd, latent_dim=tiny_config.latent_dim))(state, one, key)
+      gan_steps.discriminator_step, gan=gan, loss=loss, d_tx=sgd, latent_dim=tiny_config.latent_dim))(state, one, key)
   for a, b in zip(jax.tree.leaves(after.discriminator.params), jax.tree.leaves(alternating.discriminator.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(d_metrics['d_loss'], alternating_metrics['d_loss'], rtol=1e-6)
   # G's batch-norm statistics come from its one forward pass; D's, when it has them, from its own.
   assert _leaves_differ(state.generator.variables, after.generator.variables)
-  assert steps.couples_samples(state.discriminator) == (discriminator == 'batch_norm')
+  assert gan_steps.couples_samples(state.discriminator) == (discriminator == 'batch_norm')
   for a, b in zip(jax.tree.leaves(after.discriminator.variables), jax.tree.leaves(alternating.discriminator.variables)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
@@ -181,10 +162,8 @@ def test_simultaneous_train_step_runs_through_the_family(tiny_config):
   tiny_config.gan_update = 'simultaneous'
   tiny_config.ema_decay = 0.9
   tiny_config.r1_gamma, tiny_config.r1_every = 1.0, 1
-  family = families.create(tiny_config, (28, 28, 1), 10)
-  state = family.init_state(jax.random.key(0))
-  (batch,) = _real_batches(tiny_config, 1)
-  step = jax.jit(family.train_step)
+  _, state, step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh())
+  (batch,) = compiled_steps.real_batches(tiny_config, 1)
   for _ in range(2):
     state, metrics = step(state, batch, jax.random.key(1))
   assert int(state.step) == 2
@@ -200,10 +179,9 @@ def test_bfloat16_dcgan_step_keeps_float32_state(tiny_config):
   # Activations compute in bf16 (flax's layers: the CPU fast path is float32 only); params and optimiser
   # state stay float32.
   tiny_config.model, tiny_config.compute_dtype = 'dcgan', 'bfloat16'
-  family = families.create(tiny_config, (28, 28, 1), 10)
-  state = family.init_state(jax.random.key(0))
-  (batch,) = _real_batches(tiny_config, 1)
-  after, metrics = jax.jit(family.train_step)(state, batch, jax.random.key(1))
+  _, state, step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh())
+  (batch,) = compiled_steps.real_batches(tiny_config, 1)
+  after, metrics = step(state, batch, jax.random.key(1))
   assert _leaves_differ(state.discriminator.params, after.discriminator.params)
   assert {leaf.dtype for leaf in jax.tree.leaves(after.generator.params)} == {np.dtype(np.float32)}
   assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
