@@ -56,8 +56,7 @@ def test_each_run_appends_one_valid_json_line(results_file):
     # The CPU fast path in float32 only; the record says so, with the options the step was compiled with.
     fast_path = record['compute_dtype'] == 'float32'
     assert record['cpu_fast_path'] is fast_path
-    expected = cpu.COMPILER_OPTIONS if record['model'] == 'dcgan' else cpu.COPY_INSERTION_OPTION
-    assert record['compiler_options'] == (expected if fast_path else None)
+    assert record['compiler_options'] == (cpu.COMPILER_OPTIONS if fast_path else None)
     assert record['malloc_huge_pages'] is ('glibc.malloc.hugetlb=1' in os.environ.get('GLIBC_TUNABLES', ''))
 
 

@@ -20,15 +20,10 @@ MODES = ('auto', 'off')
 # Region-based live-range analysis in XLA:CPU's copy insertion: without it, the donated state's Adam
 # moments are copied on every step (the write of a new moment and the update that reads the old one are
 # not ordered by a data dependence). Only buffer assignment changes: the arithmetic is bit for bit the same.
-COPY_INSERTION_OPTION = {'xla_cpu_copy_insertion_use_region_analysis': True}
-# No YNNPACK library fusions, for the models whose fast layers are mostly matmuls (Winograd, im2col):
-# their products then run on Eigen and reductions on XLA's own code. In-process A/B on the dcgan b256 step
-# (benchmarks/RESULTS.md): faster than XLA's default, which hands dots to YNNPACK, and as fast as handing
-# YNNPACK the reductions alone, which changed batch-norm gradients by up to 2.5 % on an Intel Xeon with
-# AMX. The mlp's plain dense layers run faster with XLA's default, so it keeps that.
-NO_LIBRARY_FUSIONS_OPTION = {'xla_cpu_experimental_ynn_fusion_type': ''}
-MATMUL_LAYER_MODELS = ('dcgan',)
-COMPILER_OPTIONS = {**COPY_INSERTION_OPTION, **NO_LIBRARY_FUSIONS_OPTION}
+# Library-fusion options are left at XLA's default: both alternatives tried changed what the dcgan computes
+# (YNNPACK reductions on an Intel Xeon with AMX; no YNNPACK fusions on an 8-device mesh, G's gradients by
+# ~1 % of their largest value), for at most 5 % of step time (benchmarks/RESULTS.md).
+COMPILER_OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
 
 
 def is_active(config: ml_collections.ConfigDict, platform: str | None = None) -> bool:
@@ -49,6 +44,4 @@ def model_layers(config: ml_collections.ConfigDict, platform: str | None = None)
 def compiler_options(config: ml_collections.ConfigDict, platform: str) -> dict[str, bool | str]:
   """The fast path's options for compiling the train step of `config` on `platform` (none where it does
   not apply)."""
-  if not is_active(config, platform):
-    return {}
-  return dict(COMPILER_OPTIONS if config.model in MATMUL_LAYER_MODELS else COPY_INSERTION_OPTION)
+  return dict(COMPILER_OPTIONS) if is_active(config, platform) else {}
