@@ -38,18 +38,11 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from aigc_jax.config_errors import one_line
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint could not be saved or no usable checkpoint could be restored; the message is one line."""
-
-
-def one_line(error: BaseException) -> str:
-  """`error` as `Type: message` on one line of at most about 300 characters: its start and its end, where
-  storage errors put the cause (e.g. `No space left on device`) after long paths."""
-  text = ' '.join(str(error).split())
-  if len(text) > 300:
-    text = f'{text[:150]} ... {text[-150:]}'
-  return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
 def _is_late_callback_of_failed_io(kind: type, value: BaseException, traceback: Any) -> bool:

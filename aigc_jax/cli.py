@@ -13,6 +13,8 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from aigc_jax.config_errors import one_line
+
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
 
@@ -36,21 +38,16 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   except SyntaxError as e:
     fail(f'--config={spec}: syntax error at line {e.lineno} of {path}: {e.msg}')
   except Exception as e:  # pylint: disable=broad-except  (whatever the file's own code raises)
-    fail(f'--config={spec}: {path} failed to import: {_one_line(e)}')
+    fail(f'--config={spec}: {path} failed to import: {one_line(e)}')
   if not callable(getattr(module, 'get_config', None)):
     fail(f'--config={spec}: {path} defines no get_config(); {allowed}')
   try:
     config = module.get_config(arg) if arg else module.get_config()
   except Exception as e:  # pylint: disable=broad-except
-    fail(f'--config={spec}: get_config() failed: {_one_line(e)}')
+    fail(f'--config={spec}: get_config() failed: {one_line(e)}')
   if not isinstance(config, ml_collections.ConfigDict):
     fail(f'--config={spec}: get_config() returned a {type(config).__name__}, not an ml_collections.ConfigDict')
   return config
-
-
-def _one_line(error: BaseException) -> str:
-  text = ' '.join(str(error).split())[:300]
-  return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
 def override_problem(arg: str, config: ml_collections.ConfigDict) -> str | None:

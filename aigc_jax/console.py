@@ -21,6 +21,8 @@ _PREFIX = '%(asctime)s %(message)s'
 _LINE_METRICS = ('d_loss', 'g_loss', 'd_acc_real', 'd_acc_fake', 'loss', 'elbo')
 _EVAL_METRICS = ('fid', 'kid', 'precision', 'recall', 'is', 'rarest_class_share', 'label_accuracy',
                  'nearest_train_ratio', 'heldout_neg_elbo', 'heldout_bits_per_dim')
+# Figures of the closing line, lower is better: the last value, and the best with its step when it was earlier.
+_BEST_TRACKED = ('_fid', 'heldout_neg_elbo')
 
 
 def configure(verbosity: int) -> None:
@@ -88,6 +90,8 @@ class Progress:
     self._last_step = first_step
     self.last_metrics: dict[str, float] = {}
     self.last_eval: dict[str, float] = {}
+    self.last_eval_step = 0
+    self.best: dict[str, tuple[float, int]] = {}  # lower-is-better figure -> (its lowest value, at that step)
 
   def kimg(self, step: int) -> float:
     """Thousands of real images shown to the model by the end of `step`."""
@@ -112,8 +116,12 @@ class Progress:
             'perf/kimg': self.kimg(step)}
 
   def evaluation(self, step: int, scores: dict[str, float]) -> None:
-    """Logs one line of an evaluation's main figures."""
-    self.last_eval = scores
+    """Logs one line of an evaluation's main figures, and keeps the best (lowest) FID and held-out negative
+    ELBO seen so far with their steps."""
+    self.last_eval, self.last_eval_step = scores, step
+    for name, value in scores.items():
+      if name.endswith(_BEST_TRACKED) and (name not in self.best or value < self.best[name][0]):
+        self.best[name] = (value, step)
     shown = []
     for metric in _EVAL_METRICS:
       for name, value in scores.items():
@@ -125,9 +133,14 @@ class Progress:
               '  '.join(shown))
 
   def finish(self, step: int, workdir: str) -> None:
-    """Logs the closing line: steps, wall time, the last figures and where the results are."""
+    """Logs the closing line: steps, wall time, the last figures (an evaluation's with its best step, where
+    an earlier one was better) and where the results are."""
     wall = time.monotonic() - self._start
     figures = [f'{n} {_number(self.last_metrics[n])}' for n in _LINE_METRICS if n in self.last_metrics]
-    figures += [f'{n} {_number(v)}' for n, v in self.last_eval.items() if n.endswith(('_fid', 'heldout_neg_elbo'))]
+    for name, value in self.last_eval.items():
+      if name.endswith(_BEST_TRACKED):
+        best, best_step = self.best[name]
+        at_best = best_step == self.last_eval_step
+        figures.append(f'{name} {_number(value)}' + ('' if at_best else f' (best {_number(best)} at step {best_step:,})'))
     self._log('done: step %s of %s (%s this run, in %s); %s; results in %s', f'{step:,}', f'{self._total:,}',
               f'{step - self._first_step:,}', _duration(wall), '  '.join(figures) or 'no metrics logged', workdir)

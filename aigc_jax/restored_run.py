@@ -18,7 +18,7 @@ from aigc_jax import checkpointing, config_checks, families, input_pipeline, tra
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
-from aigc_jax.config_errors import ConfigError
+from aigc_jax.config_errors import ConfigError, one_line
 from configs import base
 
 
@@ -140,7 +140,7 @@ def restore(workdir: str, overrides: Mapping[str, Any], step: int | None = None,
 
 def _skip(checkpointer: checkpointing.Checkpointer, step: int, error: Exception) -> str:
   logging.warning('checkpoint %s/%d is unusable, trying an older one: %s', checkpointer.directory, step,
-                  checkpointing.one_line(error))
+                  one_line(error))
   return str(step)
 
 

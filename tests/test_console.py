@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from absl import logging
+
+from aigc_jax import console
 
 from tests.conftest import REPO_ROOT
 
@@ -49,8 +52,22 @@ def test_the_console_prints_a_line_per_interval_and_evaluation_and_a_summary(qui
                    r'd_acc_real [\d.]+  d_acc_fake [\d.]+$', intervals[1])
   evaluations = [line for line in lines if 'evaluation (digits_classifier): fid ' in line]
   assert len(evaluations) == 2 and 'precision' in evaluations[0]
-  assert re.search(rf'done: step 8 of 8 \(8 this run, in \dm\d\ds\); d_loss .* digits_classifier_fid [\d.]+; '
-                   rf'results in {re.escape(str(workdir))}$', lines[-1])
+  assert re.search(rf'done: step 8 of 8 \(8 this run, in \dm\d\ds\); d_loss .* digits_classifier_fid [\d.]+'
+                   rf'( \(best [\d.]+ at step 4\))?; results in {re.escape(str(workdir))}$', lines[-1])
+
+
+def test_the_closing_line_names_the_best_evaluation_when_it_was_not_the_last(caplog):
+  progress = console.Progress(first_step=0, num_train_steps=6, images_per_step=64)
+  with caplog.at_level(logging.INFO):
+    progress.evaluation(2, {'digits_classifier_fid': 50.0, 'digits_classifier_recall': 0.5})
+    progress.evaluation(4, {'digits_classifier_fid': 40.0, 'digits_classifier_recall': 0.6})
+    progress.evaluation(6, {'digits_classifier_fid': 45.0, 'digits_classifier_recall': 0.7})
+    progress.finish(6, '/w')
+    progress.evaluation(8, {'digits_classifier_fid': 30.0})
+    progress.finish(8, '/w')
+  first, second = [r.getMessage() for r in caplog.records if r.getMessage().startswith('done:')]
+  assert 'digits_classifier_fid 45 (best 40 at step 4); results in /w' in first
+  assert 'digits_classifier_fid 30; results in /w' in second
 
 
 def _scalars(workdir):

@@ -190,6 +190,7 @@ def _f32_copies(compiled) -> int:
   return len(re.findall(r'= f32\[[0-9,]*\]\{[0-9,]*\} copy\(', compiled.as_text()))
 
 
+@pytest.mark.xla_canary
 @pytest.mark.parametrize('update', ['alternating', 'simultaneous'])
 def test_copy_insertion_option_updates_the_donated_state_in_place_and_computes_the_same(update):
   # Donated as train.py compiles it. XLA's default copy insertion copies the Adam moments each step (the
