@@ -1,8 +1,9 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
 Sections: setup (validate, data, models) -> mesh and state layout -> input -> compile -> the workdir (created
-only now) -> state (born sharded, or restored) -> loop. Nothing is written before the compiled step exists.
-No model math lives here: the steps are in `gan_steps.py`, the models in `models/`. The model family (GAN or
+only now) -> state (born sharded, or restored) -> evaluation hooks -> loop. Nothing is written before the
+compiled step exists. No model math lives here: the steps are in `gan_steps.py` and `vae_steps.py`, the
+models in `models/`. The model family (GAN or
 VAE) arrives as a `families.Family`: its state initialiser, train step, sampler and reporter (image grids,
 held-out evaluations), so the loop is the same for both.
 
