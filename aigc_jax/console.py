@@ -89,9 +89,10 @@ class Progress:
     self._start = self._last_time = time.monotonic()
     self._last_step = first_step
     self.last_metrics: dict[str, float] = {}
-    self.last_eval: dict[str, float] = {}
-    self.last_eval_step = 0
-    self.best: dict[str, tuple[float, int]] = {}  # lower-is-better figure -> (its lowest value, at that step)
+    # Per figure, over every evaluation hook (a VAE has two): (its last value, at that step), and for the
+    # lower-is-better ones (its lowest value, at that step).
+    self.last_eval: dict[str, tuple[float, int]] = {}
+    self.best: dict[str, tuple[float, int]] = {}
 
   def kimg(self, step: int) -> float:
     """Thousands of real images shown to the model by the end of `step`."""
@@ -118,8 +119,8 @@ class Progress:
   def evaluation(self, step: int, scores: dict[str, float]) -> None:
     """Logs one line of an evaluation's main figures, and keeps the best (lowest) FID and held-out negative
     ELBO seen so far with their steps."""
-    self.last_eval, self.last_eval_step = scores, step
     for name, value in scores.items():
+      self.last_eval[name] = (value, step)
       if name.endswith(_BEST_TRACKED) and (name not in self.best or value < self.best[name][0]):
         self.best[name] = (value, step)
     shown = []
@@ -137,10 +138,10 @@ class Progress:
     an earlier one was better) and where the results are."""
     wall = time.monotonic() - self._start
     figures = [f'{n} {_number(self.last_metrics[n])}' for n in _LINE_METRICS if n in self.last_metrics]
-    for name, value in self.last_eval.items():
+    for name, (value, step_of_value) in self.last_eval.items():
       if name.endswith(_BEST_TRACKED):
         best, best_step = self.best[name]
-        at_best = best_step == self.last_eval_step
-        figures.append(f'{name} {_number(value)}' + ('' if at_best else f' (best {_number(best)} at step {best_step:,})'))
+        figures.append(f'{name} {_number(value)}'
+                       + ('' if best_step == step_of_value else f' (best {_number(best)} at step {best_step:,})'))
     self._log('done: step %s of %s (%s this run, in %s); %s; results in %s', f'{step:,}', f'{self._total:,}',
               f'{step - self._first_step:,}', _duration(wall), '  '.join(figures) or 'no metrics logged', workdir)

@@ -64,10 +64,11 @@ def test_the_closing_line_names_the_best_evaluation_when_it_was_not_the_last(cap
     progress.evaluation(6, {'digits_classifier_fid': 45.0, 'digits_classifier_recall': 0.7})
     progress.finish(6, '/w')
     progress.evaluation(8, {'digits_classifier_fid': 30.0})
+    progress.evaluation(8, {'heldout_neg_elbo': 101.5})  # a second hook at the same step (a VAE's)
     progress.finish(8, '/w')
   first, second = [r.getMessage() for r in caplog.records if r.getMessage().startswith('done:')]
   assert 'digits_classifier_fid 45 (best 40 at step 4); results in /w' in first
-  assert 'digits_classifier_fid 30; results in /w' in second
+  assert 'digits_classifier_fid 30  heldout_neg_elbo 101.5; results in /w' in second
 
 
 def _scalars(workdir):
