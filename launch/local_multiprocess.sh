@@ -12,7 +12,7 @@
 # Process 0's log streams to the console. SIGINT/SIGTERM go to every process as SIGTERM: they agree on a
 # step, save a checkpoint there and exit 0. Exits 0 once every process has; otherwise with the status of
 # the first process to fail (the others then stop within --peer_timeout, naming it), after printing the end
-# of its log.
+# of its log. Of processes that end together, one that ended on losing a peer is not named first.
 set -euo pipefail
 if [[ $# -lt 1 || ! "$1" =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: $0 N --config=CONFIG --workdir=WORKDIR [--config.key=value ...]" >&2
@@ -43,8 +43,14 @@ trap stop_all INT TERM
 tail -n +1 -f --pid="${pids[0]}" "$log_dir/process_0.log" &
 tail_pid=$!
 
+lost_a_peer() {
+  grep -qE "^error: process [0-9]+ of [0-9]+ .*; process $1 stops too$|terminate called after throwing an instance of 'gloo::" \
+    "$log_dir/process_$1.log" 2>/dev/null
+}
+
 # Wait for every process, noting which failed first: when one dies, the others fail after it, naming it.
 status=0
+codes=()
 failed=
 failed_at=
 remaining=("${!pids[@]}")
@@ -54,6 +60,7 @@ while ((${#remaining[@]})); do
     for i in "${remaining[@]}"; do kill -s KILL "${pids[$i]}" 2>/dev/null || true; done
   fi
   running=()
+  ended=()
   for i in "${remaining[@]}"; do
     if kill -0 "${pids[$i]}" 2>/dev/null; then
       running+=("$i")
@@ -61,12 +68,19 @@ while ((${#remaining[@]})); do
     fi
     code=0
     wait "${pids[$i]}" || code=$?
-    if [[ $code -ne 0 && -z $failed ]]; then
-      status=$code
-      failed=$i
-      failed_at=$SECONDS
-    fi
+    codes[i]=$code
+    if ((code != 0)); then ended+=("$i"); fi
   done
+  if [[ -z $failed && ${#ended[@]} -gt 0 ]]; then
+    # Several may have ended between two polls. One that ended because it lost a peer (its own error line
+    # names the peer, or gloo aborted it on a closed connection) did not fail first when another ended too.
+    failed=${ended[0]}
+    for i in "${ended[@]}"; do
+      if ! lost_a_peer "$i"; then failed=$i; break; fi
+    done
+    status=${codes[failed]}
+    failed_at=$SECONDS
+  fi
   remaining=("${running[@]}")
   if ((${#remaining[@]})); then sleep 0.2; fi
 done

@@ -251,6 +251,34 @@ def test_a_hung_process_is_named_by_the_others_within_the_peer_timeout(tiny_conf
   assert survivor_s < 3 + 1 + 5, survivor_s  # the stated bound, and 5 s for a loaded machine
 
 
+_PEER_THAT_ENDS_TOGETHER = """
+import os, signal, sys, time
+me = int([a for a in sys.argv if a.startswith('--process_id=')][0].split('=')[1])
+flag = os.path.join(os.environ['FLAG_DIR'], 'dead')
+if me == 1:  # the process that fails: it dies at once
+  open(flag, 'w').close()
+  os.kill(os.getpid(), signal.SIGKILL)
+while not os.path.exists(flag):  # its peer, which gloo aborts as soon as the connection closes
+  time.sleep(0.001)
+print("terminate called after throwing an instance of 'gloo::EnforceNotMet'", flush=True)
+os.abort()
+"""
+
+
+def test_launcher_names_the_process_that_failed_not_the_peer_that_ended_with_it(tmp_path):
+  """Two processes that end within one of the launcher's polls: process 1 is killed and process 0 aborts on
+  the lost connection a moment later. The launcher names process 1 and exits with its status."""
+  (tmp_path / 'fake_peer.py').write_text(_PEER_THAT_ENDS_TOGETHER)
+  run = Launch(2, 1, [], tmp_path / 'logs', MODULE='fake_peer', PYTHONPATH=str(tmp_path), FLAG_DIR=str(tmp_path))
+  try:
+    status = run.wait()
+  finally:
+    run.kill()
+  console = open(run.console).read()
+  assert status == 128 + signal.SIGKILL, console
+  assert 'process 1 was killed by SIGKILL (status 137), the first to fail' in console, console
+
+
 def _alive(pid: int) -> bool:
   """Whether `pid` still runs (a process that ended and was not reaped yet counts as ended)."""
   try:
