@@ -69,6 +69,7 @@ def main(argv: list[str]) -> None:
   try:
     run = restored_run.restore(os.path.abspath(_WORKDIR.value), overrides, step=_STEP.value)
     evaluator = evaluator_lib.Evaluator(run.config, mesh=run.mesh, generate=run.family.generate,
+                                        num_classes=run.family.num_classes,
                                         builder=run.builder, image_shape=run.info.image_shape,
                                         state_shardings=run.state_shardings)
   except ConfigError as e:

@@ -118,7 +118,9 @@ class Evaluator:
 
   def __init__(self, config: ml_collections.ConfigDict, *, mesh: Mesh, gan: Gan | None = None, builder: Any,
                image_shape: tuple[int, int, int], state_shardings: Any, network: FeatureNetwork | None = None,
-               generate: Callable[..., jax.Array] | None = None, num_classes: int = 0):
+               generate: Callable[..., jax.Array] | None = None, num_classes: int | None = None):
+    if (generate is None) == (gan is None) or (generate is not None and num_classes is None):
+      raise TypeError('Evaluator takes either gan=, or generate= with its num_classes= (0: unconditional)')
     self._config = config
     self._batch = config.eval.batch_size
     self._num_classes = num_classes if generate is not None else gan.num_classes
