@@ -24,24 +24,16 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
 from absl import app, flags
 
 from aigc_jax import cli
+from aigc_jax.evaluation import quality_table
 
 _CONFIG = flags.DEFINE_string('config', None, 'The config file to measure, e.g. configs/default.py.')
 _ROOT = flags.DEFINE_string('root', None, 'Directory for the runs (DIR/seedS) and the results.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0..N-1, one training run each.')
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The figures of the table, in order: (metric suffix, column title). Absent ones (e.g. label accuracy of an
-# unconditional model) are left out.
-METRICS = (('fid', 'FID'), ('kid', 'KID'), ('precision', 'precision'), ('recall', 'recall'), ('is', 'IS'),
-           ('rarest_class_share', 'rarest class'), ('label_accuracy', 'label accuracy'),
-           ('nearest_train_ratio', 'nearest-train ratio'),
-           ('heldout_neg_elbo', 'held-out negative ELBO (nats)'), ('heldout_nll', 'held-out NLL, IWAE (nats)'))
-
-
 def _module(name: str, *args: str) -> list[str]:
   return [sys.executable, '-m', f'aigc_jax.{name}', *args]
 
@@ -76,62 +68,6 @@ def _scores(stdout: str) -> dict[str, Any]:
   return json.loads(lines[-1])
 
 
-def _metric(scores: dict[str, Any], suffix: str) -> float | None:
-  """The figure `<feature network>_<suffix>` of an evaluate line (a VAE's held-out likelihood: `<suffix>`),
-  or None."""
-  network = scores.get('feature_network', '').split('-')[0]
-  return scores.get(f'{network}_{suffix}', scores.get(suffix))
-
-
-def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-  """Mean, sample std (0 for one seed) and count over seeds of each metric and of the training wall time."""
-  summary = {}
-  for suffix, _ in METRICS:
-    values = [_metric(seed['scores'], suffix) for seed in per_seed]
-    values = [v for v in values if v is not None]
-    if values:
-      summary[suffix] = {'mean': float(np.mean(values)), 'std': float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                         'n': len(values)}
-  walls = [seed['train_wall_s'] for seed in per_seed if seed.get('train_wall_s') is not None]
-  if walls:
-    summary['train_wall_s'] = {'mean': float(np.mean(walls)),
-                               'std': float(np.std(walls, ddof=1)) if len(walls) > 1 else 0.0, 'n': len(walls)}
-  return summary
-
-
-def _figure(value: float | None) -> str:
-  if value is None:
-    return '–'
-  return f'{value:.3g}' if abs(value) < 100 else f'{value:.0f}'
-
-
-def markdown(config: str, overrides: list[str], summary: dict[str, dict[str, float]], floor: dict[str, Any],
-             noise: dict[str, Any], network: str, num_samples: int, num_reference: int) -> str:
-  """The protocol's table (one metric a row) and a one-line row for the README's quality table."""
-  n = max((entry['n'] for entry in summary.values()), default=0)
-  title = f'`{config}`' + (f' `{" ".join(overrides)}`' if overrides else '')
-  lines = [f'Quality of {title} over {n} seed(s): {network} features, {num_samples} samples against '
-           f'{num_reference} real images (the floor: two disjoint real halves of those sizes).', '',
-           f'| metric | mean ± std over seeds | real halves (floor) | uniform noise |', '|---|---|---|---|']
-  for suffix, heading in METRICS:
-    if suffix in summary:
-      lines.append(f'| {heading} | {_figure(summary[suffix]["mean"])} ± {_figure(summary[suffix]["std"])} | '
-                   f'{_figure(_metric(floor, suffix))} | {_figure(_metric(noise, suffix))} |')
-  if 'train_wall_s' in summary:
-    wall = summary['train_wall_s']
-    lines.append(f'| training wall time (s) | {wall["mean"]:.0f} ± {wall["std"]:.0f} | | |')
-  fid, floor_fid = summary.get('fid'), _metric(floor, 'fid')
-  ratio = f' ({fid["mean"] / floor_fid:.1f}× floor)' if fid and floor_fid else ''
-  cells = [f'{_figure(fid["mean"])} ± {_figure(fid["std"])}{ratio}' if fid else '–']
-  for suffix in ('precision', 'recall', 'rarest_class_share', 'label_accuracy', 'nearest_train_ratio'):
-    cells.append(f'{_figure(summary[suffix]["mean"])} ± {_figure(summary[suffix]["std"])}' if suffix in summary else '–')
-  wall = summary.get('train_wall_s')
-  cells.append(f'{wall["mean"] / 60:.1f} min' if wall else '–')
-  lines += ['', 'README row (config | seeds | FID | precision | recall | rarest class | label accuracy | '
-            'nearest-train ratio | wall):', '', f'| {title} | {n} | ' + ' | '.join(cells) + ' |']
-  return '\n'.join(lines) + '\n'
-
-
 def _has_checkpoints(workdir: str) -> bool:
   directory = os.path.join(workdir, 'checkpoints')
   return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
@@ -159,7 +95,7 @@ def measure_seed(config: str, overrides: list[str], root: str, seed: int) -> dic
     json.dump(record, f, indent=1)
   os.replace(record_path + '.tmp', record_path)
   took = f'trained in {wall:.0f} s' if wall is not None else 'resumed (wall time not recorded)'
-  print(f'seed {seed}: {took}; FID {_figure(_metric(scores, "fid"))}', flush=True)
+  print(f'seed {seed}: {took}; FID {quality_table.figure(quality_table.metric(scores, "fid"))}', flush=True)
   return record
 
 
@@ -199,9 +135,9 @@ def main(argv: list[str]) -> None:
     _run(_module('sample', f'--workdir={first}', '--num_samples=64', f'--output={os.path.join(root, "samples.png")}'))
   except RunFailed as e:
     cli.fail(str(e), status=cli.EXIT_RUN_FAILED)
-  summary = summarise(per_seed)
+  summary = quality_table.summarise(per_seed)
   scores = per_seed[0]['scores']
-  table = markdown(config_name, overrides, summary, floor, noise, scores['feature_network'].split('-')[0],
+  table = quality_table.markdown(config_name, overrides, summary, floor, noise, scores['feature_network'].split('-')[0],
                    scores['num_samples'], scores['num_reference'])
   with open(os.path.join(root, 'quality.json'), 'w') as f:
     json.dump({'config': config_name, 'overrides': overrides, 'seeds': per_seed, 'floor': floor, 'noise': noise,

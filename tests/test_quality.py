@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aigc_jax.evaluation import quality_table
 from tests.conftest import REPO_ROOT
 
 
@@ -78,3 +79,14 @@ def test_a_root_holding_other_files_is_refused_and_left_alone(tmp_path):
   assert result.returncode == 2 and result.stderr.startswith('error: ') and len(result.stderr.splitlines()) == 1
   assert "holds 'notes.txt', which this tool did not write" in result.stderr
   assert os.listdir(root) == ['notes.txt'] and (root / 'notes.txt').read_text() == 'mine'
+
+
+def test_one_seed_is_a_mean_without_a_spread():
+  seed = {'seed': 0, 'train_wall_s': 600.0,
+          'scores': {'feature_network': 'digits_classifier-v1', 'digits_classifier_fid': 85.2}}
+  summary = quality_table.summarise([seed])
+  assert summary['fid'] == {'mean': 85.2, 'std': None, 'n': 1}
+  reference = {'feature_network': 'digits_classifier-v1', 'digits_classifier_fid': 5.0}
+  table = quality_table.markdown('configs/x.py', [], summary, reference, reference, 'digits_classifier', 10, 10)
+  assert '| FID | 85.2 |' in table and '| `configs/x.py` | 1 | 85.2 (17.0× floor) |' in table
+  assert '±' not in table.replace('mean ± std over seeds', '')
