@@ -3,6 +3,7 @@ conditioning from the model to the CLI, the orthogonal regulariser, and a few re
 published config on the offline digits."""
 import functools
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -354,7 +355,8 @@ def test_the_evaluator_samples_classes_for_a_conditional_generator(tiny_sngan, t
 # Image size (mnist5k resized; channels stay 1) and width multiplier. ImageNet's 128 layout compiles and runs
 # slowly on CPU; its shapes and published size are tested above, and here the config runs at 16 with its
 # attention at 8 (its latent, shared embedding, regulariser and optimiser settings unchanged).
-_CONFIG_SIZES = {'sngan_cifar10': (32, 0.125), 'biggan_cifar10': (32, 0.125), 'biggan_imagenet128': (16, 1 / 12)}
+_CONFIG_SIZES = {'sngan_cifar10': (32, 0.125), 'biggan_cifar10': (32, 0.125), 'biggan_imagenet128': (16, 1 / 12),
+                 'biggan_mnist': (28, 0.125)}
 
 
 def _published(name, data_dir):
@@ -397,6 +399,18 @@ def test_published_config_trains(name, published_runs, tfds_data_dir):
   info = input_pipeline.dataset_info(config, train.prepare_dataset(config))
   assert models.create_gan(config, info.image_shape, info.num_classes).num_classes == (
       10 if config.conditional else 0)
+
+
+def test_evaluate_cli_scores_a_conditional_generator_by_class(published_runs, eval_cache):
+  workdir, _ = published_runs('biggan_mnist')
+  result = subprocess.run(
+      [sys.executable, '-m', 'aigc_jax.evaluate', f'--workdir={workdir}', '--num_samples=32', '--record=False',
+       f'--config.eval.cache_dir={eval_cache}', '--config.eval.classifier_train_steps=40',
+       '--config.eval.num_reference=200', '--config.eval.batch_size=16', '--config.eval.kid_subsets=2',
+       '--config.eval.kid_subset_size=16'], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  scores = json.loads(result.stdout)
+  assert scores['step'] == 2 and 0 <= scores['digits_classifier_label_accuracy'] <= 1
 
 
 def _sample(*args):

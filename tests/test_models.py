@@ -1,10 +1,15 @@
-"""Model shapes on both image sizes, and the layers of the MLP and DCGAN papers."""
+"""Model shapes on both image sizes, the layers of the MLP and DCGAN papers, and every shipped config's
+networks at its data's shape."""
+import importlib
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
 
-from aigc_jax import models
+from aigc_jax import config_checks, families, models
 from configs import base
+from tests.conftest import REPO_ROOT
 
 
 # The ResNet families (sngan_resnet, biggan): tests/test_gan_models.py, at every resolution and less cost.
@@ -55,3 +60,20 @@ def test_dcgan_has_the_tutorials_layers():
   assert sorted(name for name in g if name.startswith('BatchNorm')) == ['BatchNorm_0', 'BatchNorm_1', 'BatchNorm_2']
   assert {name: d[name]['kernel'].shape for name in d} == {
       'Conv_0': (5, 5, 1, 64), 'Conv_1': (5, 5, 64, 128), 'Dense_0': (6272, 1)}
+
+
+# Image shape and class count of each shipped config's dataset (nothing is downloaded here).
+_DATASETS = {'mnist5k': ((28, 28, 1), 10), 'cifar10': ((32, 32, 3), 10), 'imagenet2012': ((128, 128, 3), 1000)}
+_TRAINING_CONFIGS = sorted(name[:-3] for name in os.listdir(os.path.join(REPO_ROOT, 'configs'))
+                           if name.endswith('.py') and name not in ('__init__.py', 'base.py', 'benchmark.py'))
+
+
+@pytest.mark.parametrize('name', _TRAINING_CONFIGS)
+def test_every_config_validates_and_builds_its_networks_for_its_data(name):
+  config = importlib.import_module(f'configs.{name}').get_config()
+  config_checks.validate(config, device_count=1, process_count=1)
+  image_shape, classes = _DATASETS[config.dataset]
+  family = families.create(config, image_shape, classes)
+  state = jax.eval_shape(family.init_state, jax.random.key(0))  # shapes only: nothing is computed
+  assert jax.tree.leaves(state)
+  assert family.num_classes == (classes if config.conditional else 0)
