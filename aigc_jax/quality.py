@@ -34,6 +34,8 @@ _ROOT = flags.DEFINE_string('root', None, 'Directory for the runs (DIR/seedS) an
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0..N-1, one training run each.')
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _module(name: str, *args: str) -> list[str]:
   return [sys.executable, '-m', f'aigc_jax.{name}', *args]
 
