@@ -13,6 +13,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from aigc_jax import config_layout
 from aigc_jax.config_errors import one_line
 
 EXIT_BAD_INPUT = 2
@@ -59,6 +60,10 @@ def override_problem(arg: str, config: ml_collections.ConfigDict) -> str | None:
   for name in match.group(1).split('.'):
     if not isinstance(node, ml_collections.ConfigDict):
       return f'unknown config key {match.group(1)!r}: {path} is a value, not a group of keys'
+    if name not in node and node is config and name in config_layout.FLAT_LAYOUT:
+      moved = config_layout.FLAT_LAYOUT[name]
+      return (f'unknown config key {match.group(1)!r}: since version 0.2.0 the field is {moved!r} '
+              f'(--config.{moved}{match.group(1)[len(name):]}=...)')
     if name not in node:
       return f'unknown config key {match.group(1)!r}; allowed keys of {path}: {", ".join(sorted(node.keys()))}'
     node, path = node[name], f'{path}.{name}'

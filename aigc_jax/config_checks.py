@@ -4,10 +4,9 @@ A bad config raises `ConfigError` whose message is one line naming the field, wh
 allowed; `main` prints it and exits non-zero.
 """
 import os
+import re
 import uuid
 from typing import Any
-
-import re
 
 import ml_collections
 from etils import epath
@@ -22,12 +21,12 @@ from aigc_jax.models import FAMILY_OPTIONS, FAMILY_SPECIFIC_FIELDS, GAN_FAMILIES
 from aigc_jax.models.resnet_gan import WEIGHT_INITS
 from aigc_jax.optimizers import LR_SCHEDULES
 from aigc_jax.vae_losses import BINARIZATIONS, LIKELIHOODS
+from configs import base
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 MAX_IMAGE_SIZE = 1024  # the largest of the field's GANs (StyleGAN's FFHQ); beyond it memory, not quality, rules
 
 
-# field -> (allowed types, check or None, description of allowed values)
 _positive = (lambda v: v >= 1, 'an integer >= 1')
 _non_negative = (lambda v: v >= 0, 'an integer >= 0')
 _positive_float = (lambda v: v > 0, 'a number > 0')
@@ -71,19 +70,48 @@ def _rule_problem(rule: Any) -> str | None:
   return None
 
 
-FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
-    'model': ((str,), lambda v: v in GAN_FAMILIES or v in VAE_FAMILIES, ', '.join([*GAN_FAMILIES, *VAE_FAMILIES])),
+Field = tuple[tuple[type, ...], Any, str]  # (allowed types, check or None, description of allowed values)
+Schema = dict[str, 'Field | Schema']       # a group maps its fields (or subgroups) by name
+
+MODEL_FIELDS: Schema = {
+    'name': ((str,), lambda v: v in GAN_FAMILIES or v in VAE_FAMILIES, ', '.join([*GAN_FAMILIES, *VAE_FAMILIES])),
+    'latent_dim': ((int,), *_positive),
+    'width_multiplier': ((int, float), *_positive_float),
+    'conditional': ((bool,), None, 'True or False'),
+    'num_classes': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the dataset's class count)"),
+    'base_channels': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the family's width)"),
+    'depth_multiplier': ((int,), *_positive),
+    'attention_resolution': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = off)'),
+    'weight_init': ((str,), lambda v: v in WEIGHT_INITS, ', '.join(WEIGHT_INITS)),
+    'hierarchical_latent': ((bool,), None, 'True or False'),
+    'shared_embedding_dim': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = per-layer class embeddings)'),
+}
+GAN_FIELDS: Schema = {
     'loss': ((str,), lambda v: v in GAN_LOSSES, ', '.join(GAN_LOSSES)),
-    'dataset': ((str,), None, 'a TFDS dataset name, or folder:DIR'),
-    'data_dir': ((str, type(None)), None, 'a directory or None'),
+    'n_critic': ((int,), *_positive),
+    'update_scheme': ((str,), lambda v: v in GAN_UPDATES, ', '.join(GAN_UPDATES)),
+    'r1_gamma': ((int, float), *_non_negative_float),
+    'r1_every': ((int,), *_positive),
+    'gp_weight': ((int, float), *_non_negative_float),
+    'g_ortho_reg': ((int, float), lambda v: v >= 0, 'a number >= 0 (0 = off)'),
+    'ema_decay': ((int, float), lambda v: 0 <= v < 1, 'a number in [0, 1) (0 = no EMA), e.g. 0.999'),
+    'ema_start_step': ((int,), *_non_negative),
+    'sample_with_ema': ((bool,), None, 'True or False'),
+    'augment_p': ((int, float), lambda v: 0 <= v <= 1, 'a number in [0, 1] (0 = off)'),
+    'augment_policy': ((str,), _is_policy,
+                       f'comma-separated names from {", ".join(augment_lib.POLICY_NAMES)}, e.g. color,translation'),
+}
+DATA_FIELDS: Schema = {
+    'name': ((str,), None, 'a TFDS dataset name, or folder:DIR'),
+    'dir': ((str, type(None)), None, 'a directory or None'),
     'train_split': ((str,), None, 'a TFDS split'),
     'image_key': ((str,), None, 'a feature name'),
     'label_key': ((str,), None, 'a feature name'),
     'image_size': ((int,), lambda v: 0 <= v <= MAX_IMAGE_SIZE,
                    f"0 (the dataset's own size) or an integer in [1, {MAX_IMAGE_SIZE}]"),
     'shuffle_buffer': ((int,), *_positive),
-    'batch_size': ((int,), *_positive),
-    'num_train_steps': ((int,), *_positive),
+}
+OPTIMIZER_FIELDS: Schema = {
     'learning_rate': ((int, float), *_positive_float),
     'g_learning_rate': ((int, float, type(None)), lambda v: v is None or v > 0, 'a number > 0 or None'),
     'd_learning_rate': ((int, float, type(None)), lambda v: v is None or v > 0, 'a number > 0 or None'),
@@ -93,52 +121,10 @@ FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'lr_schedule': ((str,), lambda v: v in LR_SCHEDULES, ', '.join(LR_SCHEDULES)),
     'warmup_steps': ((int,), *_non_negative),
     'grad_clip_norm': ((int, float), lambda v: v >= 0, 'a number >= 0 (0 = off)'),
-    'n_critic': ((int,), *_positive),
-    'gan_update': ((str,), lambda v: v in GAN_UPDATES, ', '.join(GAN_UPDATES)),
-    'latent_dim': ((int,), *_positive),
-    'width_multiplier': ((int, float), *_positive_float),
-    'compute_dtype': ((str,), lambda v: v in COMPUTE_DTYPES, ', '.join(COMPUTE_DTYPES)),
-    'cpu_fast_path': ((str,), lambda v: v in cpu.MODES, ', '.join(cpu.MODES)),
-    'xla_compiler_options': ((str,), _are_compiler_options,
-                             "comma-separated name=value XLA options, e.g. 'xla_gpu_autotune_level=0' ('' = none)"),
-    'conditional': ((bool,), None, 'True or False'),
-    'num_classes': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the dataset's class count)"),
-    'base_channels': ((int,), lambda v: v >= 0, "an integer >= 0 (0 = the family's width)"),
-    'depth_multiplier': ((int,), *_positive),
-    'attention_resolution': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = off)'),
-    'weight_init': ((str,), lambda v: v in WEIGHT_INITS, ', '.join(WEIGHT_INITS)),
-    'hierarchical_latent': ((bool,), None, 'True or False'),
-    'shared_embedding_dim': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = per-layer class embeddings)'),
-    'g_ortho_reg': ((int, float), lambda v: v >= 0, 'a number >= 0 (0 = off)'),
-    'seed': ((int,), *_non_negative),
-    'r1_gamma': ((int, float), *_non_negative_float),
-    'r1_every': ((int,), *_positive),
-    'gp_weight': ((int, float), *_non_negative_float),
-    'ema_decay': ((int, float), lambda v: 0 <= v < 1, 'a number in [0, 1) (0 = no EMA), e.g. 0.999'),
-    'ema_start_step': ((int,), *_non_negative),
-    'sample_with_ema': ((bool,), None, 'True or False'),
-    'augment_p': ((int, float), lambda v: 0 <= v <= 1, 'a number in [0, 1] (0 = off)'),
-    'augment_policy': ((str,), _is_policy,
-                       f'comma-separated names from {", ".join(augment_lib.POLICY_NAMES)}, e.g. color,translation'),
-    'fsdp_devices': ((int,), lambda v: v == -1 or v >= 1, '-1 (all devices) or an integer >= 1 dividing the '
-                     'device count'),
-    'param_sharding': ((str,), lambda v: v in sharding_lib.PARAM_SHARDING_PRESETS,
-                       ', '.join(sharding_lib.PARAM_SHARDING_PRESETS)),
-    'param_sharding_rules': ((tuple, list), None, '(regex, spec) pairs'),  # each pair: checked in validate
-    'log_every_steps': ((int,), *_positive),
-    'checkpoint_every_steps': ((int,), *_positive),
-    'sample_every_steps': ((int,), *_positive),
-    'keep_checkpoints': ((int,), *_positive),
-    'num_sample_images': ((int,), *_positive),
-    'async_checkpointing': ((bool,), None, 'True or False'),
-    'max_consecutive_nonfinite': ((int,), *_positive),
-    'allow_config_change': ((bool,), None, 'True or False'),
-    'eval_every_steps': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = off)'),
-    'eval': ((ml_collections.ConfigDict,), None, 'a group of the fields in EVAL_FIELDS'),
-    'vae': ((ml_collections.ConfigDict,), None, 'a group of the fields in VAE_FIELDS'),
 }
 FEATURE_NETWORKS = ('digits_classifier', 'inception')
-EVAL_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+EVAL_FIELDS: Schema = {
+    'every_steps': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = off)'),
     'feature_network': ((str,), lambda v: v in FEATURE_NETWORKS, ', '.join(FEATURE_NETWORKS)),
     'num_samples': ((int,), lambda v: v >= 10, 'an integer >= 10'),
     'batch_size': ((int,), *_positive),
@@ -155,7 +141,7 @@ EVAL_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
 }
 
 # The `vae` block: read by the VAE models only.
-VAE_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+VAE_FIELDS: Schema = {
     'likelihood': ((str,), lambda v: v in LIKELIHOODS, ', '.join(LIKELIHOODS)),
     'binarize': ((str,), lambda v: v in BINARIZATIONS, ', '.join(BINARIZATIONS)),
     'gaussian_std': ((int, float, type(None)), lambda v: v is None or v > 0, 'a number > 0 (fixed) or None (learned)'),
@@ -166,23 +152,61 @@ VAE_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     'iwae_samples': ((int,), lambda v: 0 <= v <= 100_000, 'an integer in [0, 100000]'),
 }
 
+# The whole config: top-level fields and one group per concern (`configs/base.py` gives the defaults).
+FIELDS: Schema = {
+    'seed': ((int,), *_non_negative),
+    'batch_size': ((int,), *_positive),
+    'num_train_steps': ((int,), *_positive),
+    'model': MODEL_FIELDS,
+    'gan': GAN_FIELDS,
+    'data': DATA_FIELDS,
+    'optimizer': OPTIMIZER_FIELDS,
+    'compute_dtype': ((str,), lambda v: v in COMPUTE_DTYPES, ', '.join(COMPUTE_DTYPES)),
+    'cpu_fast_path': ((str,), lambda v: v in cpu.MODES, ', '.join(cpu.MODES)),
+    'xla_compiler_options': ((str,), _are_compiler_options,
+                             "comma-separated name=value XLA options, e.g. 'xla_gpu_autotune_level=0' ('' = none)"),
+    'fsdp_devices': ((int,), lambda v: v == -1 or v >= 1, '-1 (all devices) or an integer >= 1 dividing the '
+                     'device count'),
+    'param_sharding': ((str,), lambda v: v in sharding_lib.PARAM_SHARDING_PRESETS,
+                       ', '.join(sharding_lib.PARAM_SHARDING_PRESETS)),
+    'param_sharding_rules': ((tuple, list), None, '(regex, spec) pairs'),  # each pair: checked in validate
+    'log_every_steps': ((int,), *_positive),
+    'sample_every_steps': ((int,), *_positive),
+    'num_sample_images': ((int,), *_positive),
+    'checkpoint_every_steps': ((int,), *_positive),
+    'keep_checkpoints': ((int,), *_positive),
+    'async_checkpointing': ((bool,), None, 'True or False'),
+    'max_consecutive_nonfinite': ((int,), *_positive),
+    'allow_config_change': ((bool,), None, 'True or False'),
+    'eval': EVAL_FIELDS,
+    'vae': VAE_FIELDS,
+}
+
 
 def _type_names(types: tuple[type, ...]) -> str:
   return ' or '.join('None' if t is type(None) else t.__name__ for t in types)
 
 
-def validate_fields(config: ml_collections.ConfigDict, fields: dict[str, tuple[tuple[type, ...], Any, str]], *,
-                    prefix: str = 'config.', start_from: str = 'configs/base.py') -> None:
-  """Raises `ConfigError` for the first key of `config` not in `fields`, missing, of a wrong type or value."""
+def validate_fields(config: ml_collections.ConfigDict, fields: Schema, *, prefix: str = 'config.',
+                    start_from: str = 'configs/base.py') -> None:
+  """Raises `ConfigError` for the first key of `config` (groups included) not in `fields`, missing, of a wrong
+  type or value."""
   unknown = sorted(set(config.keys()) - set(fields))
   if unknown:
-    raise ConfigError(f'unknown config key {prefix[len("config."):]}{unknown[0]!r}; '
-                      f'allowed keys: {", ".join(sorted(fields))}')
+    raise ConfigError(f'unknown config key {prefix[len("config."):] + unknown[0]!r}; '
+                      f'allowed keys of {prefix[:-1]}: {", ".join(sorted(fields))}')
   missing = sorted(set(fields) - set(config.keys()))
   if missing:
-    raise ConfigError(f'config is missing key {prefix[len("config."):]}{missing[0]!r} (start from {start_from})')
-  for name, (types, check, allowed) in fields.items():
+    raise ConfigError(f'config is missing key {prefix[len("config."):] + missing[0]!r} (start from {start_from})')
+  for name, field in fields.items():
     value = config[name]
+    if isinstance(field, dict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise ConfigError(f'{prefix}{name} must be a group of the keys {", ".join(sorted(field))}, got '
+                          f'{type(value).__name__} {value!r}')
+      validate_fields(value, field, prefix=f'{prefix}{name}.', start_from=start_from)
+      continue
+    types, check, allowed = field
     # bool is an int in Python; only accept it where bool is what the field is.
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
       raise ConfigError(f'{prefix}{name} must be {_type_names(types)}, got {type(value).__name__} {value!r}')
@@ -195,20 +219,13 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
   """Raises `ConfigError` for the first unknown key, wrong type, bad value or impossible device split.
   `check_dataset=False` skips looking the dataset up in TFDS (for runs on synthetic data)."""
   validate_fields(config, FIELDS)
-  validate_fields(config.eval, EVAL_FIELDS, prefix='config.eval.')
-  validate_fields(config.vae, VAE_FIELDS, prefix='config.vae.')
-  if config.model in VAE_FAMILIES and config.n_critic != 1:
-    raise ConfigError(f'config.n_critic={config.n_critic} is not allowed with config.model={config.model!r}; '
-                      'allowed: 1 (a VAE takes one batch per step; n_critic is for GANs)')
-  if config.gan_update == 'simultaneous' and config.n_critic != 1:
-    raise ConfigError(f'config.n_critic={config.n_critic} is not allowed with config.gan_update=\'simultaneous\' '
-                      '(one forward pass updates both networks); allowed: 1, or config.gan_update=\'alternating\'')
-  if config.model in VAE_FAMILIES and config.gan_update != 'alternating':
-    raise ConfigError(f'config.gan_update={config.gan_update!r} is not used by config.model={config.model!r}; '
-                      "allowed: 'alternating' (gan_update is for GANs)")
+  if config.gan.update_scheme == 'simultaneous' and config.gan.n_critic != 1:
+    raise ConfigError(f'config.gan.n_critic={config.gan.n_critic} is not allowed with config.gan.update_scheme='
+                      "'simultaneous' (one forward pass updates both networks); allowed: 1, or "
+                      "config.gan.update_scheme='alternating'")
   _validate_family_options(config)
   if check_dataset:
-    _validate_dataset(config.dataset)
+    _validate_dataset(config.data.name)
   problems = [p for p in map(_rule_problem, config.param_sharding_rules) if p]
   if problems:
     raise ConfigError(f'config.param_sharding_rules: {problems[0]}; allowed: (regex, spec) pairs, spec fsdp, '
@@ -224,16 +241,23 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
 
 
 def _validate_family_options(config: ml_collections.ConfigDict) -> None:
-  """Model-specific fields keep their defaults unless the model uses them (never silently ignored)."""
-  options = FAMILY_OPTIONS.get(config.model, ())
+  """Fields a model does not read keep their defaults (never silently ignored): a VAE's `gan` group, and
+  the family-specific fields of `model`."""
+  if config.model.name in VAE_FAMILIES:
+    defaults = base.get_config().gan
+    for name, unused in defaults.items():
+      if config.gan[name] != unused:
+        raise ConfigError(f'config.gan.{name}={config.gan[name]!r} is not used by config.model.name='
+                          f'{config.model.name!r}; allowed: {unused!r} (the gan group is for GANs)')
+  options = FAMILY_OPTIONS.get(config.model.name, ())
   for name, unused in FAMILY_SPECIFIC_FIELDS.items():
-    if name not in options and config[name] != unused:
+    if name not in options and config.model[name] != unused:
       users = ', '.join(model for model, fields in FAMILY_OPTIONS.items() if name in fields)
-      raise ConfigError(f'config.{name}={config[name]!r} is not used by config.model={config.model!r}; '
-                        f'allowed: {unused!r} (models that use it: {users})')
-  if config.num_classes and not config.conditional:
-    raise ConfigError(f'config.num_classes={config.num_classes} applies to class-conditional training only; '
-                      'allowed: 0, or config.conditional=True')
+      raise ConfigError(f'config.model.{name}={config.model[name]!r} is not used by config.model.name='
+                        f'{config.model.name!r}; allowed: {unused!r} (models that use it: {users})')
+  if config.model.num_classes and not config.model.conditional:
+    raise ConfigError(f'config.model.num_classes={config.model.num_classes} applies to class-conditional training '
+                      'only; allowed: 0, or config.model.conditional=True')
 
 
 def _validate_dataset(name: str) -> None:

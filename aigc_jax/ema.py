@@ -35,10 +35,10 @@ def update(ema_params: Any, params: Any, decay: jax.Array) -> Any:
 
 def enabled(config: ml_collections.ConfigDict) -> bool:
   """Whether the run keeps an EMA generator in its train state."""
-  return config.ema_decay > 0
+  return config.gan.ema_decay > 0
 
 
 def samples_from_ema(config: ml_collections.ConfigDict) -> bool:
   """Whether sample grids, evaluation and the sample/evaluate tools use the EMA generator (the default
-  when the run has one; `--config.sample_with_ema=False` asks for the raw generator)."""
-  return enabled(config) and config.sample_with_ema
+  when the run has one; `--config.gan.sample_with_ema=False` asks for the raw generator)."""
+  return enabled(config) and config.gan.sample_with_ema

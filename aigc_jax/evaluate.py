@@ -2,7 +2,7 @@
 
 Scores the generator of the newest usable checkpoint, or of `--step=N`, and prints one JSON line: FID, KID,
 IS and precision/recall with the configured feature network, from the EMA generator when the run has one
-(`"ema": true` in the line) unless `--config.sample_with_ema=False`; for a VAE, from its decoder's mean on
+(`"ema": true` in the line) unless `--config.gan.sample_with_ema=False`; for a VAE, from its decoder's mean on
 prior latents, and the line adds its held-out negative ELBO and the negative log-likelihood estimated with
 `vae.iwae_samples` importance samples (`evaluation/vae_likelihood.py`).
 

@@ -61,15 +61,15 @@ def global_batch_shapes(config: ml_collections.ConfigDict,
                         image_shape: tuple[int, int, int]) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes and dtypes of the batch a train step takes (global, all processes together): `n_critic`
   batches of images in [-1, 1] and their int32 labels."""
-  lead = (config.n_critic, config.batch_size)
+  lead = (config.gan.n_critic, config.batch_size)
   return {'image': jax.ShapeDtypeStruct(lead + tuple(image_shape), jnp.float32),
           'label': jax.ShapeDtypeStruct(lead, jnp.int32)}
 
 
 def create(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int = 0) -> Family:
-  """The family of `config.model` for images of `image_shape` from a dataset of `num_classes` classes (a
+  """The family of `config.model.name` for images of `image_shape` from a dataset of `num_classes` classes (a
   class-conditional GAN needs them); raises ValueError if the model cannot be built."""
-  if config.model in models.VAE_FAMILIES:
+  if config.model.name in models.VAE_FAMILIES:
     return _vae_family(config, tuple(image_shape))
   return _gan_family(config, tuple(image_shape), num_classes)
 
@@ -77,7 +77,7 @@ def create(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
 def _fixed_latents(config: ml_collections.ConfigDict, mesh: Mesh) -> jax.Array:
   """The same latents for every sample grid of a run."""
   key = jax.random.fold_in(jax.random.key(config.seed), _SAMPLE_KEY)
-  return sharding_lib.put_replicated(jax.random.normal(key, (config.num_sample_images, config.latent_dim)), mesh)
+  return sharding_lib.put_replicated(jax.random.normal(key, (config.num_sample_images, config.model.latent_dim)), mesh)
 
 
 def _write_grid(ctx: ReportContext, step: int, name: str, images: np.ndarray, columns: int | None = None) -> None:
@@ -117,11 +117,12 @@ def _gan_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
   return Family(
       kind='gan', modules=gan,
       init_state=functools.partial(state_lib.init_train_state, gan=gan, g_tx=g_tx, d_tx=d_tx,
-                                   image_shape=image_shape, latent_dim=config.latent_dim,
+                                   image_shape=image_shape, latent_dim=config.model.latent_dim,
                                    ema=ema_lib.enabled(config)),
-      train_step=functools.partial(gan_steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
-                                   d_tx=d_tx, latent_dim=config.latent_dim,
-                                   techniques=gan_steps.techniques_from_config(config), update=config.gan_update),
+      train_step=functools.partial(gan_steps.train_step, gan=gan, loss=losses.get_gan_loss(config.gan.loss), g_tx=g_tx,
+                                   d_tx=d_tx, latent_dim=config.model.latent_dim,
+                                   techniques=gan_steps.techniques_from_config(config),
+                                   update=config.gan.update_scheme),
       generate=generate,
       reporter=lambda ctx: Reporter(write_images=_sample_writer(ctx, generate, gan.num_classes), evaluations=[]),
       num_classes=gan.num_classes)
@@ -137,9 +138,9 @@ def _vae_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
   return Family(
       kind='vae', modules=vae,
       init_state=functools.partial(state_lib.init_vae_state, vae=vae, tx=tx, image_shape=image_shape,
-                                   latent_dim=config.latent_dim),
+                                   latent_dim=config.model.latent_dim),
       train_step=functools.partial(vae_steps.train_step, vae=vae, likelihood=likelihood, tx=tx,
-                                   latent_dim=config.latent_dim, beta=float(config.vae.beta),
+                                   latent_dim=config.model.latent_dim, beta=float(config.vae.beta),
                                    kl_warmup_steps=config.vae.kl_warmup_steps),
       generate=generate,
       reporter=functools.partial(_vae_reporter, vae=vae, likelihood=likelihood, generate=generate),

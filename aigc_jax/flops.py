@@ -64,8 +64,8 @@ def _width(n: int, multiplier: float) -> int:
 def mlp_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
   """Generator and discriminator layers of `models/mlp.py`."""
   pixels = math.prod(image_shape)
-  g_widths = [config.latent_dim] + [_width(n, config.width_multiplier) for n in (256, 512, 1024)] + [pixels]
-  d_widths = [pixels] + [_width(n, config.width_multiplier) for n in (512, 256)] + [1]
+  g_widths = [config.model.latent_dim] + [_width(n, config.model.width_multiplier) for n in (256, 512, 1024)] + [pixels]
+  d_widths = [pixels] + [_width(n, config.model.width_multiplier) for n in (512, 256)] + [1]
   dense = lambda prefix, w: [Layer(f'{prefix}.dense{i}', a * b) for i, (a, b) in enumerate(zip(w, w[1:]))]
   return dense('G', g_widths), dense('D', d_widths)
 
@@ -73,13 +73,13 @@ def mlp_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Lay
 def dcgan_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
   """Generator and discriminator layers of `models/dcgan.py` (5x5 kernels)."""
   height, width, channels = image_shape
-  g1, g2, g3 = (_width(n, config.width_multiplier) for n in (256, 128, 64))
-  d1, d2 = (_width(n, config.width_multiplier) for n in (64, 128))
+  g1, g2, g3 = (_width(n, config.model.width_multiplier) for n in (256, 128, 64))
+  d1, d2 = (_width(n, config.model.width_multiplier) for n in (64, 128))
   h4, w4 = height // 4, width // 4
   tconv = lambda name, h, w, s, c_in, c_out: Layer(
       name, _conv_transpose_taps(h, 5, s) * _conv_transpose_taps(w, 5, s) * c_in * c_out)
   conv = lambda name, h, w, c_in, c_out: Layer(name, _conv_taps(h, 5, 2) * _conv_taps(w, 5, 2) * c_in * c_out)
-  generator = [Layer('G.dense', config.latent_dim * h4 * w4 * g1),
+  generator = [Layer('G.dense', config.model.latent_dim * h4 * w4 * g1),
                tconv('G.tconv1_s1', h4, w4, 1, g1, g2),
                tconv('G.tconv2_s2', h4, w4, 2, g2, g3),
                tconv('G.tconv3_s2', 2 * h4, 2 * w4, 2, g3, channels)]
@@ -101,18 +101,19 @@ def _attention(name: str, size: int, channels: int) -> list[Layer]:
 def resnet_gan_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
   """Generator and discriminator layers of `models/resnet_gan.py` as `sngan_resnet` or `biggan` lays it out
   (3x3 convolutions with 'SAME' padding; the class-conditional norms' linear maps; self-attention)."""
-  family = {'sngan_resnet': sngan_resnet, 'biggan': biggan}[config.model]
+  family = {'sngan_resnet': sngan_resnet, 'biggan': biggan}[config.model.name]
   size, _, channels = image_shape
-  plan = family.layout(size).deepened(config.depth_multiplier)
-  ch = max(1, round((config.base_channels or family.DEFAULT_CHANNELS) * config.width_multiplier))
+  plan = family.layout(size).deepened(config.model.depth_multiplier)
+  ch = max(1, round((config.model.base_channels or family.DEFAULT_CHANNELS) * config.model.width_multiplier))
   width = lambda multiplier: resnet_gan.width(ch, multiplier)
   conv = lambda name, at, kernel, c_in, c_out: Layer(name, _conv_taps(at, kernel, 1) ** 2 * c_in * c_out)
   stages = sum(upsample for _, upsample in plan.g_blocks)
-  hierarchical = config.model == 'biggan' and config.hierarchical_latent
-  chunk = config.latent_dim // (stages + 1) if hierarchical else 0
-  condition = chunk + (config.shared_embedding_dim if config.model == 'biggan' and config.conditional else 0)
+  hierarchical = config.model.name == 'biggan' and config.model.hierarchical_latent
+  chunk = config.model.latent_dim // (stages + 1) if hierarchical else 0
+  shared = config.model.name == 'biggan' and config.model.conditional
+  condition = chunk + (config.model.shared_embedding_dim if shared else 0)
   at, c_in = plan.base, width(plan.g_input)
-  generator = [Layer('G.input', (chunk or config.latent_dim) * at * at * c_in)]
+  generator = [Layer('G.input', (chunk or config.model.latent_dim) * at * at * c_in)]
   for index, (multiplier, upsample) in enumerate(plan.g_blocks):
     at, c_out = at * (2 if upsample else 1), width(multiplier)
     if condition:  # gain and bias of both norms from the condition vector
@@ -121,25 +122,25 @@ def resnet_gan_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[l
     if c_in != c_out or upsample:
       generator.append(conv(f'G.block{index}.shortcut', at, 1, c_in, c_out))
     last_of_stage = index + 1 == len(plan.g_blocks) or plan.g_blocks[index + 1][1]
-    if last_of_stage and at == config.attention_resolution:
+    if last_of_stage and at == config.model.attention_resolution:
       generator += _attention('G.attention', at, c_out)
     c_in = c_out
   generator.append(conv('G.output_conv', at, 3, c_in, channels))
   at, c_in, attended, discriminator = size, channels, False, []
   for index, (multiplier, downsample) in enumerate(plan.d_blocks):
     c_out = width(multiplier)
-    hidden = c_out if config.model == 'biggan' or index == 0 else c_in
+    hidden = c_out if config.model.name == 'biggan' or index == 0 else c_in
     discriminator += [conv(f'D.block{index}.conv1', at, 3, c_in, hidden),
                       conv(f'D.block{index}.conv2', at, 3, hidden, c_out)]
     after = at // 2 if downsample else at
     if c_in != c_out or downsample:  # pre-activation blocks convolve before pooling, the first block after
       discriminator.append(conv(f'D.block{index}.shortcut', at if index else after, 1, c_in, c_out))
     at, c_in = after, c_out
-    if at == config.attention_resolution and not attended:
+    if at == config.model.attention_resolution and not attended:
       discriminator += _attention('D.attention', at, c_out)
       attended = True
   discriminator.append(Layer('D.output', c_in))
-  if config.conditional:
+  if config.model.conditional:
     discriminator.append(Layer('D.projection', c_in))
   return generator, discriminator
 
@@ -151,14 +152,14 @@ LAYER_COUNTERS = {'mlp': mlp_layers, 'dcgan': dcgan_layers, 'sngan_resnet': resn
 def vae_conv_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
   """Encoder and decoder layers of `models/vae.py`'s `vae_conv` (4x4 kernels)."""
   height, width, channels = image_shape
-  e1, e2, e3 = (_width(n, config.width_multiplier) for n in (32, 64, 256))
-  d1, d2, d3 = (_width(n, config.width_multiplier) for n in (256, 64, 32))
+  e1, e2, e3 = (_width(n, config.model.width_multiplier) for n in (32, 64, 256))
+  d1, d2, d3 = (_width(n, config.model.width_multiplier) for n in (256, 64, 32))
   h2, w2, h4, w4 = -(-height // 2), -(-width // 2), -(-height // 4), -(-width // 4)
   encoder = [Layer('E.conv1_s2', _conv_taps(height, 4, 2) * _conv_taps(width, 4, 2) * channels * e1),
              Layer('E.conv2_s2', _conv_taps(h2, 4, 2) * _conv_taps(w2, 4, 2) * e1 * e2),
              Layer('E.dense1', h4 * w4 * e2 * e3),
-             Layer('E.dense2', e3 * 2 * config.latent_dim)]
-  decoder = [Layer('D.dense1', config.latent_dim * d1),
+             Layer('E.dense2', e3 * 2 * config.model.latent_dim)]
+  decoder = [Layer('D.dense1', config.model.latent_dim * d1),
              Layer('D.dense2', d1 * (height // 4) * (width // 4) * d2),
              Layer('D.tconv1_s2', _conv_transpose_taps(height // 4, 4, 2) * _conv_transpose_taps(width // 4, 4, 2)
                    * d2 * d3),
@@ -170,8 +171,8 @@ def vae_conv_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[lis
 def vae_mlp_layers(config: ml_collections.ConfigDict, image_shape) -> tuple[list[Layer], list[Layer]]:
   """Encoder and decoder layers of `models/vae.py`'s `vae_mlp`."""
   pixels = math.prod(image_shape)
-  e_widths = [pixels] + [_width(n, config.width_multiplier) for n in (512, 256)] + [2 * config.latent_dim]
-  d_widths = [config.latent_dim] + [_width(n, config.width_multiplier) for n in (256, 512)] + [pixels]
+  e_widths = [pixels] + [_width(n, config.model.width_multiplier) for n in (512, 256)] + [2 * config.model.latent_dim]
+  d_widths = [config.model.latent_dim] + [_width(n, config.model.width_multiplier) for n in (256, 512)] + [pixels]
   dense = lambda prefix, w: [Layer(f'{prefix}.dense{i}', a * b) for i, (a, b) in enumerate(zip(w, w[1:]))]
   return dense('E', e_widths), dense('D', d_widths)
 
@@ -191,11 +192,11 @@ def _backward(layers: list[Layer], *, weights: bool, inputs: bool) -> int:
 def train_step_flops(config: ml_collections.ConfigDict, image_shape) -> int:
   """Model FLOPs of one `gan_steps.train_step` (or `vae_steps.train_step`) at `config.batch_size` (global), as in the
   module docstring."""
-  if config.model in VAE_LAYER_COUNTERS:
-    encoder, decoder = VAE_LAYER_COUNTERS[config.model](config, tuple(image_shape))
+  if config.model.name in VAE_LAYER_COUNTERS:
+    encoder, decoder = VAE_LAYER_COUNTERS[config.model.name](config, tuple(image_shape))
     return config.batch_size * (_forward(encoder) + _forward(decoder) + 2 * _forward(decoder)
                                 + _backward(encoder, weights=True, inputs=True))
-  generator, discriminator = LAYER_COUNTERS[config.model](config, tuple(image_shape))
+  generator, discriminator = LAYER_COUNTERS[config.model.name](config, tuple(image_shape))
   batch = config.batch_size
   critic_update = (batch * _forward(generator) + 2 * batch * _forward(discriminator)
                    + 2 * batch * _backward(discriminator, weights=True, inputs=True))
@@ -203,6 +204,6 @@ def train_step_flops(config: ml_collections.ConfigDict, image_shape) -> int:
   # that costs one D forward.
   generator_update = (batch * _forward(generator) + 2 * batch * _forward(discriminator)
                       + batch * _backward(generator, weights=True, inputs=True))
-  if config.gan_update == 'simultaneous':
+  if config.gan.update_scheme == 'simultaneous':
     return critic_update + generator_update - batch * (_forward(generator) + _forward(discriminator))
-  return config.n_critic * critic_update + generator_update
+  return config.gan.n_critic * critic_update + generator_update

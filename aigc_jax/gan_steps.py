@@ -58,10 +58,12 @@ class Techniques(NamedTuple):
 
 
 def techniques_from_config(config: ml_collections.ConfigDict) -> Techniques:
-  return Techniques(r1_gamma=float(config.r1_gamma), r1_every=int(config.r1_every),
-                    gp_weight=float(config.gp_weight), augment_p=float(config.augment_p),
-                    augment_policy=config.augment_policy, ema_decay=float(config.ema_decay),
-                    ema_start_step=int(config.ema_start_step), g_ortho_reg=float(config.g_ortho_reg))
+  """The techniques that the run's `config.gan` group turns on."""
+  gan = config.gan
+  return Techniques(r1_gamma=float(gan.r1_gamma), r1_every=int(gan.r1_every), gp_weight=float(gan.gp_weight),
+                    augment_p=float(gan.augment_p), augment_policy=gan.augment_policy,
+                    ema_decay=float(gan.ema_decay), ema_start_step=int(gan.ema_start_step),
+                    g_ortho_reg=float(gan.g_ortho_reg))
 
 
 def _augment(images: jax.Array, rng: jax.Array, techniques: Techniques) -> jax.Array:

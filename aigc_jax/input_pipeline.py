@@ -42,15 +42,17 @@ DATASET_INFO_FILE = 'dataset_info.json'  # written into the workdir by training:
 
 
 def info_record(config: ml_collections.ConfigDict, info: DatasetInfo) -> dict[str, Any]:
-  """`info` as JSON, with the config fields that determine it."""
-  return {'dataset': config.dataset, 'train_split': config.train_split, 'image_size': config.image_size,
-          'image_key': config.image_key, 'label_key': config.label_key, 'image_shape': list(info.image_shape),
+  """`info` as JSON, with the `config.data` fields that determine it."""
+  data = config.data
+  return {'dataset': data.name, 'train_split': data.train_split, 'image_size': data.image_size,
+          'image_key': data.image_key, 'label_key': data.label_key, 'image_shape': list(info.image_shape),
           'num_classes': info.num_classes, 'num_train_examples': info.num_train_examples, 'name': info.name}
 
 
 def info_from_record(config: ml_collections.ConfigDict, record: dict[str, Any]) -> DatasetInfo | None:
   """The DatasetInfo a run recorded, or None if it was recorded for other data than `config` names."""
-  if any(record.get(field) != config[field] for field in
+  expected = info_record(config, DatasetInfo('', (), 0, 0))
+  if any(record.get(field) != expected[field] for field in
          ('dataset', 'train_split', 'image_size', 'image_key', 'label_key')):
     return None
   return DatasetInfo(record['name'], tuple(record['image_shape']), record['num_classes'],
@@ -58,16 +60,16 @@ def info_from_record(config: ml_collections.ConfigDict, record: dict[str, Any]) 
 
 
 def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The TFDS builder for `config.dataset` (a TFDS name, or `folder:DIR`), prepared (built or downloaded) if
+  """The TFDS builder for `config.data.name` (a TFDS name, or `folder:DIR`), prepared (built or downloaded) if
   it is not yet.
 
   Multi-process: process 0 prepares first and the others then find the data prepared (a shared data_dir)
   or prepare their own copy (a local one), so no two processes write the same files at once.
   """
-  if image_folder.is_folder(config.dataset):
-    builder = image_folder.builder(config.dataset, config.image_size, config.data_dir)
+  if image_folder.is_folder(config.data.name):
+    builder = image_folder.builder(config.data.name, config.data.image_size, config.data.dir)
   else:
-    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+    builder = tfds.builder(config.data.name, data_dir=config.data.dir)
   if jax.process_count() == 1:
     builder.download_and_prepare()
     return builder
@@ -89,7 +91,7 @@ def check_split(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBui
   try:
     builder.info.splits[split].num_examples  # pylint: disable=expression-not-assigned
   except Exception:  # tfds raises KeyError or ValueError, depending on the split string
-    raise ConfigError(f'config.{field}={split!r} is not a split of {config.dataset!r}; allowed: '
+    raise ConfigError(f'config.{field}={split!r} is not a split of {config.data.name!r}; allowed: '
                       f'{", ".join(sorted(builder.info.splits))} (or a TFDS slice of one, e.g. train[:90%])') from None
 
 
@@ -97,17 +99,18 @@ def dataset_info(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBu
   """Image shape (after the optional resize), class count and split size of the configured dataset."""
   features = builder.info.features
   images = sorted(name for name, feature in features.items() if isinstance(feature, tfds.features.Image))
-  if config.image_key not in images:
-    raise ConfigError(f'config.image_key={config.image_key!r} is not an image feature of {config.dataset!r}; '
+  if config.data.image_key not in images:
+    raise ConfigError(f'config.data.image_key={config.data.image_key!r} is not an image feature of '
+                      f'{config.data.name!r}; '
                       f'allowed: {", ".join(images) or "none (the dataset has no image feature)"}')
-  check_split(config, builder, 'train_split', config.train_split)
-  height, width, channels = features[config.image_key].shape
-  if config.image_size:
-    height = width = config.image_size
-  label = features[config.label_key] if config.label_key in features else None
+  check_split(config, builder, 'data.train_split', config.data.train_split)
+  height, width, channels = features[config.data.image_key].shape
+  if config.data.image_size:
+    height = width = config.data.image_size
+  label = features[config.data.label_key] if config.data.label_key in features else None
   num_classes = getattr(label, 'num_classes', 0) or 0
-  num_examples = builder.info.splits[config.train_split].num_examples
-  return DatasetInfo(config.dataset, (height, width, channels), num_classes, num_examples)
+  num_examples = builder.info.splits[config.data.train_split].num_examples
+  return DatasetInfo(config.data.name, (height, width, channels), num_classes, num_examples)
 
 
 def _preprocess(example, *, image_key, label_key, image_size):
@@ -126,21 +129,21 @@ def _preprocess(example, *, image_key, label_key, image_size):
 def _stream_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, stream: int,
                     num_streams: int) -> tf.data.Dataset:
   """Stream `stream` of `num_streams`: its slice of the split, seeded, infinite, `[n_critic, b, ...]`."""
-  split = tfds.even_splits(config.train_split, n=num_streams)[stream]
+  split = tfds.even_splits(config.data.train_split, n=num_streams)[stream]
   seed = config.seed * 2**20 + stream  # distinct, reproducible order per stream
   ds = builder.as_dataset(split=split, shuffle_files=True,
                           read_config=tfds.ReadConfig(shuffle_seed=seed))
   options = tf.data.Options()
   options.deterministic = True
   ds = ds.with_options(options)
-  ds = ds.map(lambda ex: _preprocess(ex, image_key=config.image_key, label_key=config.label_key,
-                                     image_size=config.image_size),
+  ds = ds.map(lambda ex: _preprocess(ex, image_key=config.data.image_key, label_key=config.data.label_key,
+                                     image_size=config.data.image_size),
               num_parallel_calls=tf.data.AUTOTUNE)
   # The buffer is shared out over the streams: a process holds at most `shuffle_buffer` examples.
-  ds = ds.shuffle(max(1, config.shuffle_buffer // num_streams), seed=seed, reshuffle_each_iteration=True)
+  ds = ds.shuffle(max(1, config.data.shuffle_buffer // num_streams), seed=seed, reshuffle_each_iteration=True)
   ds = ds.repeat()
   ds = ds.batch(config.batch_size // num_streams, drop_remainder=True)
-  ds = ds.batch(config.n_critic, drop_remainder=True)
+  ds = ds.batch(config.gan.n_critic, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -229,9 +232,9 @@ def real_images(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBui
   ds = builder.as_dataset(split=split, shuffle_files=False)
   if limit:
     ds = ds.take(limit)
-  ds = ds.map(lambda ex: _preprocess(ex, image_key=config.image_key, label_key=config.label_key,
-                                     image_size=config.image_size)).batch(1024)
+  ds = ds.map(lambda ex: _preprocess(ex, image_key=config.data.image_key, label_key=config.data.label_key,
+                                     image_size=config.data.image_size)).batch(1024)
   images, labels = zip(*((b['image'], b['label']) for b in tfds.as_numpy(ds))) or ((), ())
   if not images:
-    raise ValueError(f'split {split!r} of {config.dataset!r} has no examples')
+    raise ValueError(f'split {split!r} of {config.data.name!r} has no examples')
   return np.concatenate(images), np.concatenate(labels)

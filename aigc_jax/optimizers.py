@@ -22,11 +22,12 @@ def learning_rate_schedule(peak: float, *, kind: str, warmup_steps: int, total_s
 
 def _schedule(config: ml_collections.ConfigDict, network: str) -> tuple[optax.Schedule, int]:
   """`network`'s schedule over its own updates, and its updates per training step."""
-  own_rate = {'generator': config.g_learning_rate, 'discriminator': config.d_learning_rate}.get(network)
-  peak = own_rate if own_rate is not None else config.learning_rate
-  updates_per_step = config.n_critic if network == 'discriminator' else 1
-  schedule = learning_rate_schedule(peak, kind=config.lr_schedule,
-                                    warmup_steps=config.warmup_steps * updates_per_step,
+  optimizer = config.optimizer
+  own_rate = {'generator': optimizer.g_learning_rate, 'discriminator': optimizer.d_learning_rate}.get(network)
+  peak = own_rate if own_rate is not None else optimizer.learning_rate
+  updates_per_step = config.gan.n_critic if network == 'discriminator' else 1
+  schedule = learning_rate_schedule(peak, kind=config.optimizer.lr_schedule,
+                                    warmup_steps=config.optimizer.warmup_steps * updates_per_step,
                                     total_steps=config.num_train_steps * updates_per_step)
   return schedule, updates_per_step
 
@@ -47,7 +48,7 @@ def create_optimizer(config: ml_collections.ConfigDict, network: str) -> optax.G
   `num_train_steps * n_critic` of its own updates. A VAE uses `learning_rate`, one update per step.
   """
   schedule, _ = _schedule(config, network)
-  adam = optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
-  if config.grad_clip_norm:
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
+  adam = optax.adam(schedule, b1=config.optimizer.adam_b1, b2=config.optimizer.adam_b2, eps=config.optimizer.adam_eps)
+  if config.optimizer.grad_clip_norm:
+    return optax.chain(optax.clip_by_global_norm(config.optimizer.grad_clip_norm), adam)
   return adam

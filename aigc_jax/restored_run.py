@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from aigc_jax import checkpointing, config_checks, families, input_pipeline, train
+from aigc_jax import checkpointing, config_checks, config_layout, families, input_pipeline, train
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
@@ -67,11 +67,12 @@ def open_checkpoints(workdir: str) -> checkpointing.Checkpointer:
 
 
 def _check_ema(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> None:
-  saved_ema = saved.get('ema_decay', 0)
+  saved_ema = saved.get('gan', {}).get('ema_decay', 0)
   if (saved_ema > 0) != ema_lib.enabled(config):
-    raise ConfigError(f'config.ema_decay={config.ema_decay!r} does not match the checkpoint\'s {saved_ema!r}, whose '
+    raise ConfigError(f'config.gan.ema_decay={config.gan.ema_decay!r} does not match the checkpoint\'s '
+                      f'{saved_ema!r}, whose '
                       f'train state {"has" if saved_ema > 0 else "lacks"} an EMA generator; allowed: leave ema_decay '
-                      'as saved (--config.sample_with_ema=False samples the raw generator)')
+                      'as saved (--config.gan.sample_with_ema=False samples the raw generator)')
 
 
 def _recorded_info(workdir: str, config: ml_collections.ConfigDict) -> input_pipeline.DatasetInfo | None:
@@ -107,7 +108,7 @@ def restore(workdir: str, overrides: Mapping[str, Any], step: int | None = None,
   try:
     for step in steps if step is None else [step]:
       try:
-        saved = checkpointer.restore_config(step)
+        saved = config_layout.saved_config(checkpointer.restore_config(step))
       except Exception as e:  # pylint: disable=broad-except  (JSON, missing files, ...)
         failures.append(_skip(checkpointer, step, e))
         continue

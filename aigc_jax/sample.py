@@ -1,7 +1,7 @@
 """`python -m aigc_jax.sample --workdir=DIR --num_samples=N --output=FILE.npz|FILE.png [options]`.
 
 Writes samples from the generator of the newest usable checkpoint, or of `--step=N` (its EMA when the run
-has one; `--config.sample_with_ema=False` for the raw one; a VAE's: its decoder's mean on prior latents):
+has one; `--config.gan.sample_with_ema=False` for the raw one; a VAE's: its decoder's mean on prior latents):
 `FILE.npz` holds `images`, uint8 `[N, H, W, C]`; `FILE.png` a grid. `--seed` picks the latents,
 `--truncation=T` draws them from a normal truncated to
 [-T, T] (0: off), `--interpolate=K` writes N strips of K images each along the great circle between two
@@ -102,11 +102,12 @@ def main(argv: list[str]) -> None:
     cli.fail(str(e), status=cli.EXIT_RUN_FAILED)
   num_classes = run.family.num_classes
   if _LABEL.value is not None and not num_classes:
-    cli.fail(f'--label={_LABEL.value} needs a class-conditional model, but config.model='
-             f'{run.config.model!r} (conditional={run.config.conditional}) is unconditional; allowed: no --label')
+    cli.fail(f'--label={_LABEL.value} needs a class-conditional model, but config.model.name='
+             f'{run.config.model.name!r} (conditional={run.config.model.conditional}) is unconditional; '
+             'allowed: no --label')
   if _LABEL.value is not None and not 0 <= _LABEL.value < num_classes:
     cli.fail(f'--label={_LABEL.value} is not allowed; allowed: a class in [0, {num_classes - 1}]')
-  z = latents(_SEED.value, _NUM_SAMPLES.value, run.config.latent_dim, truncation=_TRUNCATION.value,
+  z = latents(_SEED.value, _NUM_SAMPLES.value, run.config.model.latent_dim, truncation=_TRUNCATION.value,
               interpolate=_INTERPOLATE.value)
   labels = (sample_labels(_SEED.value, _NUM_SAMPLES.value, num_classes, label=_LABEL.value,
                           interpolate=_INTERPOLATE.value) if num_classes else None)

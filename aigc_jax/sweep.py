@@ -3,11 +3,11 @@
 Expands a sweep into training runs, each with its own workdir `DIR/<name>` named after its overrides, and
 runs them one after the other (or, with `--dry_run`, prints their commands and touches nothing). A sweep
 file names its base config (`BASE_CONFIG`, a path from the repository root) and has `get_sweep()`
-returning a list of override dicts, big_vision style: `{'devices': 4, 'width_multiplier': 2.0, ...}`.
+returning a list of override dicts, big_vision style: `{'devices': 4, 'model.width_multiplier': 2.0, ...}`.
 Keys are config fields (dotted for groups, e.g. `eval.num_samples`); `devices` is the device count the
 run sees: on `cpu`, that many fake devices (`XLA_FLAGS=--xla_force_host_platform_device_count=N`); on
 `gpu`, the first N GPUs (`CUDA_VISIBLE_DEVICES`). Without `devices`, a run sees every device. `ARGS` after
-`--` (e.g. `--config.eval_every_steps=0`) go to every run.
+`--` (e.g. `--config.eval.every_steps=0`) go to every run.
 
 Every run's config is validated (with its device count) before the first one starts: a bad sweep ends with
 one `error:` line naming the run. Re-running a sweep resumes each run from its newest checkpoint, so an
@@ -64,7 +64,7 @@ def _value(value: Any) -> str:
 
 
 def run_name(overrides: dict[str, Any], keys: list[str] | None = None) -> str:
-  """A workdir name from the overrides (those of `keys` only, if given), e.g. `devices4-width_multiplier2.0`."""
+  """A workdir name from the overrides (those of `keys` only, if given), e.g. `devices4-model.width_multiplier2.0`."""
   name = '-'.join(f'{key}{_value(overrides[key])}' for key in (overrides if keys is None else keys)
                   if key in overrides)
   return re.sub(r'[^A-Za-z0-9_.=+-]', '_', name) or 'base'

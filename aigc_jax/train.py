@@ -27,7 +27,7 @@ from clu import metric_writers
 from etils import epath
 from jax.experimental import multihost_utils
 
-from aigc_jax import checkpointing, config_checks, console, families, input_pipeline, optimizers
+from aigc_jax import checkpointing, config_checks, config_layout, console, families, input_pipeline, optimizers
 from aigc_jax import compile as compile_lib
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
@@ -37,9 +37,10 @@ from aigc_jax.datasets import image_folder
 from aigc_jax.evaluation import evaluator as evaluator_lib
 
 # Fields that, changed between a checkpoint and its resume, silently make it a different run.
-RUN_DEFINING_FIELDS = ('model', 'dataset', 'train_split', 'batch_size', 'image_size', 'latent_dim',
-                       'width_multiplier', 'n_critic', 'loss', 'conditional', 'num_classes', 'base_channels',
-                       'depth_multiplier', 'attention_resolution', 'hierarchical_latent', 'shared_embedding_dim',
+RUN_DEFINING_FIELDS = ('model.name', 'model.latent_dim', 'model.width_multiplier', 'model.conditional',
+                       'model.num_classes', 'model.base_channels', 'model.depth_multiplier',
+                       'model.attention_resolution', 'model.hierarchical_latent', 'model.shared_embedding_dim',
+                       'gan.loss', 'gan.n_critic', 'data.name', 'data.train_split', 'data.image_size', 'batch_size',
                        'vae.likelihood', 'vae.binarize', 'vae.gaussian_std', 'vae.beta')
 _ABSENT = object()
 # Metrics that are counters: report the window's last value (or sum), not its mean.
@@ -110,9 +111,9 @@ def prepare_dataset(config: ml_collections.ConfigDict):
     raise ConfigError(str(e)) from None
   except Exception as e:  # tfds raises many types (network, missing files, checksum, ...)
     first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise ConfigError(f'could not prepare dataset {config.dataset!r} in data_dir={config.data_dir!r}: '
+    raise ConfigError(f'could not prepare dataset {config.data.name!r} in data_dir={config.data.dir!r}: '
                       f'{first_line} (without network, use an offline dataset such as mnist5k, or point '
-                      '--config.data_dir at prepared TFDS data)') from None
+                      '--config.data.dir at prepared TFDS data)') from None
 
 
 def prepare_data_and_models(config: ml_collections.ConfigDict):
@@ -130,7 +131,8 @@ def create_family(config: ml_collections.ConfigDict, info: input_pipeline.Datase
   try:
     return families.create(config, info.image_shape, info.num_classes)
   except ValueError as e:
-    raise ConfigError(f'config.model={config.model!r} cannot be built for dataset {info.name!r}: {e}') from None
+    raise ConfigError(f'config.model.name={config.model.name!r} cannot be built for dataset {info.name!r}: '
+                      f'{e}') from None
 
 
 def _lookup(tree, dotted: str):
@@ -150,12 +152,14 @@ def _check_resume_compatible(config: ml_collections.ConfigDict, saved: dict, whe
     raise ConfigError(f'config.{name} changed since the checkpoint in {where} (was {old!r}, now {new!r}), which '
                       f'would silently change the run; use the old value, another workdir, or '
                       f'--config.allow_config_change=True')
-  if (saved.get('ema_decay', 0) > 0) != ema_lib.enabled(config):
+  saved_ema = _lookup(saved, 'gan.ema_decay')
+  saved_ema = 0 if saved_ema is _ABSENT else saved_ema
+  if (saved_ema > 0) != ema_lib.enabled(config):
     # Not a choice allow_config_change can make: the saved train state has (or lacks) the EMA generator.
-    raise ConfigError(f'config.ema_decay={config.ema_decay!r} turns the generator EMA '
+    raise ConfigError(f'config.gan.ema_decay={config.gan.ema_decay!r} turns the generator EMA '
                       f'{"on" if ema_lib.enabled(config) else "off"}, but the checkpoint in {where} was trained '
-                      f'with ema_decay={saved.get("ema_decay", 0)!r}; allowed: ema_decay '
-                      f'{"> 0" if saved.get("ema_decay", 0) > 0 else "0"} here, or another workdir')
+                      f'with ema_decay={saved_ema!r}; allowed: ema_decay {"> 0" if saved_ema > 0 else "0"} here, '
+                      'or another workdir')
   for name, old, new in changed:
     logging.warning('config.%s changed since the checkpoint (%r -> %r): allowed by allow_config_change; '
                     'the data order restarts', name, old, new)
@@ -216,6 +220,7 @@ def _check_against_checkpoints(config: ml_collections.ConfigDict, directory: str
   if newest is None:
     return None
   step, saved = newest
+  saved = config_layout.saved_config(saved)
   return step, _check_resume_compatible(config, saved, f'{directory}/{step}')
 
 
@@ -271,7 +276,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
   preemption.stop_if_requested_during_setup('after preparing the data')
   # The feature network loads (or trains, once) here, so a missing weights file fails before any writing.
   feature_network = (evaluator_lib.load_feature_network(config, info.image_shape)
-                     if config.eval_every_steps else None)
+                     if config.eval.every_steps else None)
   # --- Mesh, and the state's layout: a sharding rule that fits no leaf fails here. ---
   mesh = sharding_lib.mesh_from_config(config)
   init_state, abstract_state = state_lib.initializer_from_config(config, mesh, family.init_state)
@@ -324,7 +329,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
     # generator when the run has one (unless `sample_with_ema` is False), like the sample grids. ---
     evaluations = list(reporter.evaluations)
     if feature_network is not None:
-      evaluations.append((config.eval_every_steps, evaluator_lib.Evaluator(
+      evaluations.append((config.eval.every_steps, evaluator_lib.Evaluator(
           config, mesh=mesh, generate=family.generate, num_classes=family.num_classes, builder=builder,
           image_shape=info.image_shape, state_shardings=state_shardings, network=feature_network)))
     preemption.stop_if_requested_during_setup('before the first step')
@@ -332,7 +337,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
 
   # --- Loop. Metrics stay on device and are fetched one step late, so the host never stalls dispatch. ---
   progress = console.Progress(first_step=initial_step, num_train_steps=config.num_train_steps,
-                              images_per_step=config.batch_size * config.n_critic, enabled=is_chief)
+                              images_per_step=config.batch_size * config.gan.n_critic, enabled=is_chief)
   lr_networks = ('vae',) if family.kind == 'vae' else ('generator', 'discriminator')
   write_metrics = functools.partial(_write_metrics, writer, progress, lr_networks, config)
   batches = input_pipeline.global_batches(data_iterator, batch_sharding, batch_shapes)

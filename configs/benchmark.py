@@ -1,7 +1,7 @@
 """Throughput benchmark: a training config plus a `benchmark` block (see `aigc_jax/benchmark/`).
 
 `python -m aigc_jax.benchmark --config=configs/benchmark.py --results=results.jsonl
-    [--config.model=mlp --config.batch_size=128 --config.compute_dtype=bfloat16
+    [--config.model.name=mlp --config.batch_size=128 --config.compute_dtype=bfloat16
      --config.benchmark.mode=pipeline ...]`
 
 The training config is `configs/base.py`'s, or another recipe's named after the colon:
@@ -17,7 +17,7 @@ def get_config(recipe: str | None = None) -> ml_collections.ConfigDict:
     config = importlib.import_module(f'configs.{recipe}').get_config()
   else:
     config = importlib.import_module('configs.base').get_config()
-    config.model = 'dcgan'
+    config.model.name = 'dcgan'
     config.batch_size = 256
   config.benchmark = ml_collections.ConfigDict()
   config.benchmark.mode = 'synthetic'          # synthetic (the step alone) | pipeline (end to end)

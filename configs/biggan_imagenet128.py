@@ -13,7 +13,7 @@ Sources, value by value:
     `--G_ortho 0.0`). compare_gan uses D lr 5e-4 and notes the paper's learning rates differ from it.
 
   python -m aigc_jax.main --config=configs/biggan_imagenet128.py --workdir=/tmp/biggan_imagenet128 \\
-      --config.data_dir=DIR_WITH_PREPARED_IMAGENET2012
+      --config.data.dir=DIR_WITH_PREPARED_IMAGENET2012
 
 `imagenet2012` must be prepared for TFDS by hand (TFDS cannot download it). The global batch of 2,048 is
 one step's batch over all devices (no gradient accumulation here).
@@ -26,29 +26,29 @@ from configs import base
 
 def get_config():
   config = base.get_config()
-  config.model = 'biggan'
-  config.conditional = True
-  config.loss = 'hinge'
-  config.latent_dim = 120
-  config.hierarchical_latent = True
-  config.shared_embedding_dim = 128
-  config.base_channels = 96
-  config.attention_resolution = 64
-  config.weight_init = 'orthogonal'
-  config.g_ortho_reg = 1e-4
-  config.dataset = 'imagenet2012'
-  config.image_size = 128  # centre crop of the short side, resized (as BigGAN-PyTorch's CenterCropLongEdge)
+  config.model.name = 'biggan'
+  config.model.conditional = True
+  config.model.latent_dim = 120
+  config.model.hierarchical_latent = True
+  config.model.shared_embedding_dim = 128
+  config.model.base_channels = 96
+  config.model.attention_resolution = 64
+  config.model.weight_init = 'orthogonal'
+  config.gan.loss = 'hinge'
+  config.gan.g_ortho_reg = 1e-4
+  config.gan.n_critic = 2
+  config.gan.ema_decay = 0.9999
+  config.gan.ema_start_step = 20_000
+  config.data.name = 'imagenet2012'
+  config.data.image_size = 128  # centre crop of the short side, resized (as BigGAN-PyTorch's CenterCropLongEdge)
+  config.data.shuffle_buffer = 50_000
+  config.optimizer.g_learning_rate = 1e-4
+  config.optimizer.d_learning_rate = 4e-4
+  config.optimizer.adam_b1 = 0.0
+  config.optimizer.adam_b2 = 0.999
+  config.optimizer.adam_eps = 1e-6
   config.batch_size = 2_048
   config.num_train_steps = 150_000
-  config.n_critic = 2
-  config.g_learning_rate = 1e-4
-  config.d_learning_rate = 4e-4
-  config.adam_b1 = 0.0
-  config.adam_b2 = 0.999
-  config.adam_eps = 1e-6
-  config.ema_decay = 0.9999
-  config.ema_start_step = 20_000
-  config.shuffle_buffer = 50_000
   config.sample_every_steps = 1_000
   config.checkpoint_every_steps = 1_000
   config.eval.feature_network = 'inception'

@@ -18,10 +18,10 @@ from configs import sngan_mnist
 
 def get_config():
   config = sngan_mnist.get_config()  # its CPU budget: widths, batch, steps, optimiser, loss, EMA, evaluation
-  config.model = 'biggan'
-  config.conditional = True
-  config.shared_embedding_dim = 32
-  config.hierarchical_latent = True
-  config.latent_dim = 96  # 3 chunks of 32
+  config.model.name = 'biggan'
+  config.model.conditional = True
+  config.model.shared_embedding_dim = 32
+  config.model.hierarchical_latent = True
+  config.model.latent_dim = 96  # 3 chunks of 32
   config.num_sample_images = 100  # a 10 x 10 grid: one class per row
   return config

@@ -19,15 +19,15 @@ from configs import base
 
 def get_config():
   config = base.get_config()
-  config.model = 'dcgan'
-  config.loss = 'hinge'
-  config.width_multiplier = 0.5
+  config.model.name = 'dcgan'
+  config.model.width_multiplier = 0.5
+  config.gan.loss = 'hinge'
+  config.gan.ema_decay = 0.999
+  config.optimizer.learning_rate = 2e-4
   config.batch_size = 64
-  config.learning_rate = 2e-4
-  config.ema_decay = 0.999
   config.num_train_steps = 3_000
   config.log_every_steps = 500
   config.sample_every_steps = 500
   config.checkpoint_every_steps = 500
-  config.eval_every_steps = 3_000
+  config.eval.every_steps = 3_000
   return config

@@ -17,20 +17,20 @@ from configs import base
 
 def get_config():
   config = base.get_config()
-  config.model = 'sngan_resnet'
-  config.loss = 'hinge'
-  config.latent_dim = 128
-  config.width_multiplier = 0.25
+  config.model.name = 'sngan_resnet'
+  config.model.latent_dim = 128
+  config.model.width_multiplier = 0.25
+  config.gan.loss = 'hinge'
+  config.gan.n_critic = 1
+  config.gan.ema_decay = 0.999
+  config.gan.ema_start_step = 1_000
+  config.optimizer.learning_rate = 2e-4
+  config.optimizer.adam_b1 = 0.5
+  config.optimizer.adam_b2 = 0.999
   config.batch_size = 64
-  config.n_critic = 1
-  config.learning_rate = 2e-4
-  config.adam_b1 = 0.5
-  config.adam_b2 = 0.999
-  config.ema_decay = 0.999
-  config.ema_start_step = 1_000
   config.num_train_steps = 2_000
   config.log_every_steps = 250
   config.sample_every_steps = 500
   config.checkpoint_every_steps = 500
-  config.eval_every_steps = 500
+  config.eval.every_steps = 500
   return config

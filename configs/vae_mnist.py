@@ -11,17 +11,17 @@ from configs import base
 
 def get_config():
   config = base.get_config()
-  config.model = 'vae_conv'
-  config.latent_dim = 32
+  config.model.name = 'vae_conv'
+  config.model.latent_dim = 32
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.adam_b1 = 0.9
   config.batch_size = 128
-  config.learning_rate = 1e-3
-  config.adam_b1 = 0.9
   config.num_train_steps = 5_000
+  config.sample_every_steps = 1_000
+  config.checkpoint_every_steps = 1_000
+  config.eval.every_steps = 1_000
   config.vae.likelihood = 'bernoulli'
   config.vae.binarize = 'dynamic'
   config.vae.kl_warmup_steps = 500
   config.vae.heldout_every_steps = 500
-  config.sample_every_steps = 1_000
-  config.checkpoint_every_steps = 1_000
-  config.eval_every_steps = 1_000
   return config

@@ -28,7 +28,7 @@ for model in ${MODELS}; do
           for _ in $(seq "${REPEATS}"); do
             echo "== ${model} batch=${batch} width=${width} ${dtype} ${mode}" >&2
             python -m aigc_jax.benchmark --config=configs/benchmark.py --results="${RESULTS}" \
-              --config.model="${model}" --config.batch_size="${batch}" --config.width_multiplier="${width}" \
+              --config.model.name="${model}" --config.batch_size="${batch}" --config.model.width_multiplier="${width}" \
               --config.compute_dtype="${dtype}" --config.benchmark.mode="${mode}" "$@" >/dev/null
           done
         done

@@ -78,12 +78,12 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 # Rows: model, image shape, classes, batch, extra flags ('-': none). Synthetic data of that shape: the step alone.
 if [[ $smoke == 1 ]]; then
   # BigGAN with one D step per G step: compiling the recipe's two is half a CPU smoke row, and proves nothing more.
-  sizes='--config.width_multiplier=0.125 --config.benchmark.warmup_steps=1 --config.benchmark.timed_steps=2 --config.benchmark.gemm_size=512'
+  sizes='--config.model.width_multiplier=0.125 --config.benchmark.warmup_steps=1 --config.benchmark.timed_steps=2 --config.benchmark.gemm_size=512'
   rows=(
     "mlp (28,28,1) 10 16 -"
     "dcgan (28,28,1) 10 16 -"
     "sngan_resnet (32,32,3) 10 16 -"
-    "biggan (32,32,3) 10 16 --config.attention_resolution=16 --config.n_critic=1"
+    "biggan (32,32,3) 10 16 --config.model.attention_resolution=16 --config.gan.n_critic=1"
   )
 else
   sizes='--config.benchmark.warmup_steps=3 --config.benchmark.timed_steps=20'
@@ -134,7 +134,7 @@ for row in "${rows[@]}"; do
   for dtype in float32 bfloat16; do
     # shellcheck disable=SC2086
     run_row "$model $shape b$batch $dtype" python3 -m aigc_jax.benchmark --config="$config" \
-      --results="$results" --config.model="$model" --config.batch_size="$batch" \
+      --results="$results" --config.model.name="$model" --config.batch_size="$batch" \
       --config.compute_dtype="$dtype" --config.benchmark.image_shape="$shape" \
       --config.benchmark.num_classes="$classes" --config.benchmark.pipeline_batches=0 \
       --config.benchmark.label=device-check $sizes $extra

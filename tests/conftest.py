@@ -16,6 +16,7 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _OWN_COMPILATION_CACHE = os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='aigc_jax_tests_jit_')
 
 import jax  # noqa: E402  (after XLA_FLAGS)
+import ml_collections  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,9 +39,9 @@ def tfds_data_dir(tmp_path_factory):
   from aigc_jax import input_pipeline
   from configs import base
   config = base.get_config()
-  config.data_dir = str(tmp_path_factory.mktemp('tfds'))
+  config.data.dir = str(tmp_path_factory.mktemp('tfds'))
   input_pipeline.get_builder(config)
-  return config.data_dir
+  return config.data.dir
 
 
 @pytest.fixture
@@ -66,11 +67,11 @@ def make_tiny_config(data_dir: str):
   """The default config shrunk to run a few steps in seconds on real offline digits."""
   from configs import base
   config = base.get_config()
-  config.data_dir = data_dir
+  config.data.dir = data_dir
   config.batch_size = 16
   config.num_train_steps = 4
-  config.width_multiplier = 0.125
-  config.shuffle_buffer = 64
+  config.model.width_multiplier = 0.125
+  config.data.shuffle_buffer = 64
   config.log_every_steps = 2
   config.sample_every_steps = 2
   config.checkpoint_every_steps = 2
@@ -104,3 +105,15 @@ def eight_point_winograd_tiles(monkeypatch):
   in tests/test_winograd.py."""
   from aigc_jax.cpu import winograd
   monkeypatch.setattr(winograd, 'MAX_AUTO_TILE_POINTS', 8)
+
+
+def set_fields(config, **fields):
+  """Sets each field by its name, found at the top level of `config` or in the one group that has it."""
+  for name, value in fields.items():
+    if name in config and not isinstance(config[name], ml_collections.ConfigDict):
+      config[name] = value
+      continue
+    groups = [group for group in config.values() if isinstance(group, ml_collections.ConfigDict) and name in group]
+    assert len(groups) == 1, f'{name!r} is in {len(groups)} groups of the config; set it by its dotted key'
+    groups[0][name] = value
+  return config

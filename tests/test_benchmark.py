@@ -12,8 +12,8 @@ from tests.conftest import REPO_ROOT
 
 REQUIRED_KEYS = ('model', 'batch_size', 'device_kind', 'device_count', 'images_per_sec',
                  'images_per_sec_per_device', 'step_ms', 'compile_s', 'model_tflops_per_sec_per_device', 'mfu')
-TINY = ['--config=configs/benchmark.py', '--config.batch_size=16', '--config.width_multiplier=0.125',
-        '--config.shuffle_buffer=64', '--config.benchmark.warmup_steps=2', '--config.benchmark.timed_steps=3',
+TINY = ['--config=configs/benchmark.py', '--config.batch_size=16', '--config.model.width_multiplier=0.125',
+        '--config.data.shuffle_buffer=64', '--config.benchmark.warmup_steps=2', '--config.benchmark.timed_steps=3',
         '--config.benchmark.pipeline_batches=3', '--config.benchmark.gemm_size=128']
 
 
@@ -26,9 +26,9 @@ def _run(*args):
 def results_file(tmp_path_factory, tfds_data_dir):
   """Two real runs on the fake devices, appended to one file: dcgan synthetic and mlp end to end."""
   path = tmp_path_factory.mktemp('bench') / 'results.jsonl'
-  for extra in (['--config.model=dcgan', '--config.benchmark.mode=synthetic'],
-                ['--config.model=mlp', '--config.benchmark.mode=pipeline', '--config.compute_dtype=bfloat16']):
-    result = _run(*TINY, f'--config.data_dir={tfds_data_dir}', f'--results={path}', *extra)
+  for extra in (['--config.model.name=dcgan', '--config.benchmark.mode=synthetic'],
+                ['--config.model.name=mlp', '--config.benchmark.mode=pipeline', '--config.compute_dtype=bfloat16']):
+    result = _run(*TINY, f'--config.data.dir={tfds_data_dir}', f'--results={path}', *extra)
     assert result.returncode == 0, result.stderr[-3000:]
   return path
 
@@ -75,12 +75,12 @@ def test_report_writes_a_table_and_a_plot(results_file, tmp_path):
 @pytest.mark.parametrize('args,message', [
     (['--config.benchmark.mode=fast'], "config.benchmark.mode='fast' is not allowed; allowed: synthetic, pipeline"),
     (['--config.benchmark.timed_steps=0'], 'config.benchmark.timed_steps=0 is not allowed; allowed: an integer >= 1'),
-    (['--config.model=vit'], "config.model='vit' is not allowed; allowed: mlp, dcgan"),
+    (['--config.model.name=vit'], "config.model.name='vit' is not allowed; allowed: mlp, dcgan"),
     ([], '--results is required'),
 ])
 def test_bad_input_is_one_clear_line(args, message, tfds_data_dir, tmp_path):
   results = [] if not args else [f'--results={tmp_path / "r.jsonl"}']
-  result = _run(*TINY, f'--config.data_dir={tfds_data_dir}', *results, *args)
+  result = _run(*TINY, f'--config.data.dir={tfds_data_dir}', *results, *args)
   assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
   errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert errors == [f'error: {message}'] or (len(errors) == 1 and message in errors[0]), result.stderr[-3000:]

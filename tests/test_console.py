@@ -17,13 +17,13 @@ _STEPS, _LOG_EVERY, _BATCH = 8, 2, 16
 
 
 def _main(workdir, data_dir, cache_dir, *extra):
-  args = ['--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}', f'--config.data_dir={data_dir}',
-          f'--config.batch_size={_BATCH}', f'--config.num_train_steps={_STEPS}', '--config.width_multiplier=0.125',
-          '--config.shuffle_buffer=64', f'--config.log_every_steps={_LOG_EVERY}', '--config.sample_every_steps=4',
-          '--config.checkpoint_every_steps=4', '--config.num_sample_images=4', '--config.eval_every_steps=4',
+  args = ['--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}', f'--config.data.dir={data_dir}',
+          f'--config.batch_size={_BATCH}', f'--config.num_train_steps={_STEPS}', '--config.model.width_multiplier=0.125',
+          '--config.data.shuffle_buffer=64', f'--config.log_every_steps={_LOG_EVERY}', '--config.sample_every_steps=4',
+          '--config.checkpoint_every_steps=4', '--config.num_sample_images=4', '--config.eval.every_steps=4',
           f'--config.eval.cache_dir={cache_dir}', '--config.eval.classifier_train_steps=40',
           '--config.eval.num_samples=32', '--config.eval.batch_size=16', '--config.eval.num_reference=100',
-          '--config.eval.kid_subsets=2', '--config.eval.kid_subset_size=16', '--config.learning_rate=3e-4', *extra]
+          '--config.eval.kid_subsets=2', '--config.eval.kid_subset_size=16', '--config.optimizer.learning_rate=3e-4', *extra]
   return subprocess.run([sys.executable, '-m', 'aigc_jax.main', *args], cwd=REPO_ROOT, capture_output=True,
                         text=True, timeout=600)
 
@@ -97,7 +97,7 @@ def test_tensorboard_groups_train_eval_perf_and_health_and_logs_rates_and_kimg(q
 
 
 def test_verbosity_brings_the_library_lines_back(tmp_path, tfds_data_dir, eval_cache):
-  result = _main(tmp_path / 'run', tfds_data_dir, eval_cache, '--verbosity=1', '--config.eval_every_steps=0')
+  result = _main(tmp_path / 'run', tfds_data_dir, eval_cache, '--verbosity=1', '--config.eval.every_steps=0')
   assert result.returncode == 0, result.stderr[-3000:]
   output = result.stdout + result.stderr
   assert 'oneDNN' in output and 'dataset_builder.py' in output  # TensorFlow's C++ start-up, TFDS' info lines

@@ -14,6 +14,7 @@ from aigc_jax.config_errors import ConfigError
 from aigc_jax.cpu import layers as fast
 from aigc_jax.models.layers import Layers
 from configs import base
+from tests.conftest import set_fields
 
 # Of the largest value: Winograd's rounding with 9-point tiles (F(7, 3) on 7x7 maps, measured up to 1e-4);
 # the other forms round like XLA's direct convolution.
@@ -22,10 +23,8 @@ _NINE_POINT_TOLERANCE, _TOLERANCE = 2e-4, 2e-5
 
 def _config(model='dcgan', **fields):
   config = base.get_config()
-  config.model = model
-  for name, value in fields.items():
-    config[name] = value
-  return config
+  config.model.name = model
+  return set_fields(config, **fields)
 
 
 @pytest.mark.parametrize('platform,dtype,mode,active', [
@@ -151,7 +150,7 @@ def test_dcgan_is_the_same_network_either_way(network):
   assert module.layers == cpu.model_layers(config) != Layers()   # these tests run on CPU in float32
   if network == 'discriminator':
     module = module.clone(dropout_rate=0.0)
-  x = (jax.random.normal(jax.random.key(0), (4, config.latent_dim)) if network == 'generator'
+  x = (jax.random.normal(jax.random.key(0), (4, config.model.latent_dim)) if network == 'generator'
        else jax.random.uniform(jax.random.key(0), (4, 28, 28, 1), minval=-1, maxval=1))
   plain = module.clone(layers=Layers())
   variables = plain.init(jax.random.key(1), x, train=False)
@@ -167,7 +166,7 @@ def test_vae_conv_is_the_same_network_either_way():
   assert vae.encoder.layers != Layers()
   plain = vae.clone(encoder=vae.encoder.clone(layers=Layers()), decoder=vae.decoder.clone(layers=Layers()))
   x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
-  eps = jax.random.normal(jax.random.key(1), (4, config.latent_dim))
+  eps = jax.random.normal(jax.random.key(1), (4, config.model.latent_dim))
   variables = plain.init(jax.random.key(2), x, eps)
   assert jax.tree.map(jnp.shape, vae.init(jax.random.key(2), x, eps)) == jax.tree.map(jnp.shape, variables)
   loss = lambda module: lambda v, x: jnp.sum(jnp.sin(module.apply(v, x, eps)[0]))
@@ -195,7 +194,7 @@ def _f32_copies(compiled) -> int:
 def test_copy_insertion_option_updates_the_donated_state_in_place_and_computes_the_same(update):
   # Donated as train.py compiles it. XLA's default copy insertion copies the Adam moments each step (the
   # reason for the option; when the first assertion fails, XLA no longer needs it).
-  config = _config('mlp', batch_size=16, width_multiplier=0.25, gan_update=update)
+  config = _config('mlp', batch_size=16, width_multiplier=0.25, update_scheme=update)
   family = families.create(config, (28, 28, 1), 10)
   batch = {'image': jax.random.uniform(jax.random.key(1), (1, 16, 28, 28, 1), minval=-1, maxval=1),
            'label': jnp.zeros((1, 16), jnp.int32)}
@@ -225,7 +224,7 @@ def test_dcgan_computes_the_same_with_the_fast_paths_compiler_options(eight_poin
   options = compile_lib.compiler_options(config, 'cpu')
   assert options == cpu.COMPILER_OPTIONS
   gan = models.create_gan(config, (28, 28, 1))
-  z = jax.random.normal(jax.random.key(0), (16, config.latent_dim))
+  z = jax.random.normal(jax.random.key(0), (16, config.model.latent_dim))
   x = jax.random.uniform(jax.random.key(1), (16, 28, 28, 1), minval=-1, maxval=1)
   g_vars = gan.generator.init(jax.random.key(2), z, train=False)
   d_params = gan.discriminator.init(jax.random.key(3), x, train=False)['params']

@@ -32,7 +32,7 @@ def test_synthetic_benchmark_needs_no_tensorflow_tfds_clu_or_orbax(tmp_path):
   out = tmp_path / 'r.jsonl'
   result = subprocess.run(
       [sys.executable, '-c', _WITHOUT_HEAVY_PACKAGES, '--config=configs/benchmark.py', f'--results={out}',
-       '--config.model=dcgan', '--config.batch_size=8', '--config.width_multiplier=0.125',
+       '--config.model.name=dcgan', '--config.batch_size=8', '--config.model.width_multiplier=0.125',
        '--config.benchmark.image_shape=(32,32,3)', '--config.benchmark.warmup_steps=1',
        '--config.benchmark.timed_steps=1', '--config.benchmark.gemm_size=128'],
       cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600)

@@ -29,7 +29,7 @@ def test_update_arithmetic_and_start_step():
 @pytest.fixture(scope='module')
 def mlp_run():
   config = make_tiny_config(data_dir=None)
-  config.ema_decay, config.ema_start_step = 0.5, 3
+  config.gan.ema_decay, config.gan.ema_start_step = 0.5, 3
   family, state, step, _ = compiled_steps.compiled_train_step(config, sharding.create_mesh())
   return config, family.modules, state, step
 
@@ -79,10 +79,10 @@ def test_generate_uses_the_ema_generator_when_asked(mlp_run):
 def test_ema_batch_statistics_are_its_own():
   """dcgan's generator has batch norm: the EMA's running statistics come from the EMA params."""
   config = make_tiny_config(data_dir=None)
-  config.model = 'dcgan'
+  config.model.name = 'dcgan'
   gan = models.create_gan(config, (28, 28, 1))
   variables = dict(jax.jit(functools.partial(gan.generator.init, train=False))(
-      jax.random.key(0), jnp.zeros((1, config.latent_dim))))
+      jax.random.key(0), jnp.zeros((1, config.model.latent_dim))))
   params = variables.pop('params')
   # A generator that has moved away from its EMA, with running statistics of its own (D plays no part).
   state = state_lib.TrainState(
@@ -91,7 +91,7 @@ def test_ema_batch_statistics_are_its_own():
                                        jax.tree.map(lambda v: v + 0.3, variables), None),
       generator_ema=state_lib.NetworkState(params, variables, None))
   # One compilation: the start step (3) is compared with the state's step.
-  update = jax.jit(functools.partial(gan_steps.update_ema, batch_size=16, gan=gan, latent_dim=config.latent_dim,
+  update = jax.jit(functools.partial(gan_steps.update_ema, batch_size=16, gan=gan, latent_dim=config.model.latent_dim,
                                      techniques=gan_steps.Techniques(ema_decay=0.9, ema_start_step=3)))
   rng = jax.random.key(4)
   copied = update(state, rng).generator_ema  # after step 1
@@ -102,7 +102,7 @@ def test_ema_batch_statistics_are_its_own():
   # After the start: a training-mode pass of the new EMA params, from the EMA's previous statistics.
   z_rng, dropout_rng = jax.random.split(jax.random.fold_in(rng, gan_steps._EMA_TAG))
   _, expected = jax.jit(functools.partial(gan_steps.apply_network, gan.generator, train=True))(
-      state.generator_ema, gan_steps._latents(z_rng, 16, config.latent_dim), rng=dropout_rng, params=averaged.params)
+      state.generator_ema, gan_steps._latents(z_rng, 16, config.model.latent_dim), rng=dropout_rng, params=averaged.params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), averaged.variables, expected)
   differs = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(averaged.variables),
                                                    jax.tree.leaves(state.generator.variables))]

@@ -48,7 +48,7 @@ def _evaluate_fresh_state(config, devices):
   init, abstract = state_lib.sharded_initializer(
       mesh, gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
       d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=info.image_shape,
-      latent_dim=config.latent_dim)
+      latent_dim=config.model.latent_dim)
   evaluator = evaluator_lib.Evaluator(config, mesh=mesh, gan=gan, builder=builder, image_shape=info.image_shape,
                                       state_shardings=state_lib.shardings_of(abstract))
   return evaluator(init(jax.random.key(config.seed))), evaluator
@@ -81,7 +81,7 @@ def trained_workdir(tmp_path_factory, tfds_data_dir, eval_cache):
   config = make_tiny_config(tfds_data_dir)
   config.sample_every_steps = 100
   config.num_sample_images = 64
-  config.eval_every_steps = 2
+  config.eval.every_steps = 2
   _with_eval(config, eval_cache)
   workdir = str(tmp_path_factory.mktemp('trained') / 'run')
   train.train_and_evaluate(config, workdir)
@@ -108,7 +108,7 @@ def test_sample_cli_writes_npz_and_png(trained_workdir, tmp_path):
   # Sampling needs no data: image shape and classes were recorded by training; a data_dir that cannot exist
   # (under /proc) would fail any attempt to read or prepare the dataset.
   result = _run('sample', f'--workdir={trained_workdir}', '--num_samples=10', f'--output={tmp_path}/s.npz',
-                '--seed=3', '--truncation=0.5', '--config.data_dir=/proc/no_such_data')
+                '--seed=3', '--truncation=0.5', '--config.data.dir=/proc/no_such_data')
   assert result.returncode == 0, result.stderr[-2000:]
   with np.load(tmp_path / 's.npz') as data:
     images = data['images']

@@ -37,8 +37,8 @@ def _run(module, *args, timeout=WATCHDOG_S):
 
 
 def _train_args(config, workdir, **overrides):
-  fields = {'data_dir': config.data_dir, 'batch_size': config.batch_size,
-            'width_multiplier': config.width_multiplier, 'shuffle_buffer': config.shuffle_buffer,
+  fields = {'data.dir': config.data.dir, 'batch_size': config.batch_size,
+            'model.width_multiplier': config.model.width_multiplier, 'data.shuffle_buffer': config.data.shuffle_buffer,
             'num_sample_images': config.num_sample_images, 'num_train_steps': config.num_train_steps,
             'checkpoint_every_steps': config.checkpoint_every_steps, 'sample_every_steps': 100_000,
             'log_every_steps': config.log_every_steps, **overrides}
@@ -306,7 +306,7 @@ def test_sigterm_during_set_up_exits_0_with_one_line_and_writes_nothing(referenc
   assert not workdir.exists()
 
 
-@pytest.mark.parametrize('bad', ['train_split=bogus', 'image_key=bogus'])
+@pytest.mark.parametrize('bad', ['data.train_split=bogus', 'data.image_key=bogus'])
 def test_errors_found_while_preparing_leave_no_workdir_behind(bad, reference, tmp_path):
   config, _, _ = reference
   workdir = tmp_path / 'new_run'
@@ -318,7 +318,7 @@ def test_errors_found_while_preparing_leave_no_workdir_behind(bad, reference, tm
 
 
 @pytest.mark.parametrize('tool, override, message', [
-    ('sample', '--config.bogus=1', "unknown config key 'bogus'; allowed keys of config: adam_b1"),
+    ('sample', '--config.bogus=1', "unknown config key 'bogus'; allowed keys of config: allow_config_change"),
     ('evaluate', '--config.eval.bogus=1', "unknown config key 'eval.bogus'; allowed keys of config.eval: batch_size"),
 ])
 def test_tools_unknown_config_key_is_one_line(tool, override, message, reference, tmp_path):

@@ -12,7 +12,7 @@ from configs import base
 
 def _config(model, width_multiplier, batch_size):
   config = base.get_config()
-  config.model, config.width_multiplier, config.batch_size = model, width_multiplier, batch_size
+  config.model.name, config.model.width_multiplier, config.batch_size = model, width_multiplier, batch_size
   return config
 
 
@@ -34,7 +34,7 @@ def test_mlp_train_step_flops_match_a_hand_count():
   simultaneous = critic + batch * 2 * d_macs + batch * (2 * g_macs + 2 * (g_macs - 100))
   assert simultaneous == 1904 - batch * 2 * (g_macs + d_macs)
   config = _config('mlp', 1 / 256, batch)
-  config.gan_update = 'simultaneous'
+  config.gan.update_scheme = 'simultaneous'
   assert flops.train_step_flops(config, (2, 2, 1)) == simultaneous
 
 
@@ -72,10 +72,10 @@ def test_mlp_formula_is_close_to_xla_cost_analysis():
   gan = models.create_gan(config, image_shape)
   g_tx, d_tx = optimizers.create_optimizer(config, 'generator'), optimizers.create_optimizer(config, 'discriminator')
   state = jax.eval_shape(functools.partial(state_lib.init_train_state, gan=gan, g_tx=g_tx, d_tx=d_tx,
-                                           image_shape=image_shape, latent_dim=config.latent_dim),
+                                           image_shape=image_shape, latent_dim=config.model.latent_dim),
                          jax.random.key(0))
-  step = functools.partial(gan_steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx,
-                           d_tx=d_tx, latent_dim=config.latent_dim)
+  step = functools.partial(gan_steps.train_step, gan=gan, loss=losses.get_gan_loss(config.gan.loss), g_tx=g_tx,
+                           d_tx=d_tx, latent_dim=config.model.latent_dim)
   batch = {'image': jax.ShapeDtypeStruct((1, 128) + image_shape, jnp.float32),
            'label': jax.ShapeDtypeStruct((1, 128), jnp.int32)}
   compiled = jax.jit(step).lower(state, batch, jax.random.key(1)).compile()

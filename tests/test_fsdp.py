@@ -60,7 +60,7 @@ def _sharded_run(config, batches):
 
 
 def test_fsdp_step_equals_the_replicated_step_and_really_shards(tiny_config):
-  tiny_config.ema_decay = 0.5  # the EMA copy is sharded like the params
+  tiny_config.gan.ema_decay = 0.5  # the EMA copy is sharded like the params
   batches = compiled_steps.real_batches(tiny_config, 2)
   _, replicated, replicated_metrics = _sharded_run(tiny_config, batches)  # mesh 8 x 1, all replicated
 

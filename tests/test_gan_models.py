@@ -21,15 +21,13 @@ from aigc_jax.evaluation import evaluator as evaluator_lib
 from aigc_jax.models import resnet_gan
 from configs import base
 from tests import compiled_steps
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, set_fields
 
 
 def _config(model, **fields):
   config = base.get_config()
-  config.model = model
-  for name, value in fields.items():
-    config[name] = value
-  return config
+  config.model.name = model
+  return set_fields(config, **fields)
 
 
 def _abstract_outputs(gan, size, channels, latent_dim, batch=2):
@@ -59,16 +57,16 @@ _BIGGAN_CONDITIONAL = dict(conditional=True, hierarchical_latent=True, shared_em
 def test_shapes_at_each_resolution(model, size, fields):
   config = _config(model, width_multiplier=0.25, **fields)
   gan = models.create_gan(config, (size, size, 3), num_classes=10)
-  assert gan.num_classes == (10 if config.conditional else 0)
-  fake, logits, g_vars, d_vars = _abstract_outputs(gan, size, 3, config.latent_dim)
+  assert gan.num_classes == (10 if config.model.conditional else 0)
+  fake, logits, g_vars, d_vars = _abstract_outputs(gan, size, 3, config.model.latent_dim)
   assert fake.shape == (2, size, size, 3) and fake.dtype == jnp.float32
   assert logits.shape == (2,) and logits.dtype == jnp.float32
   plan = (models.sngan_resnet if model == 'sngan_resnet' else models.biggan).layout(size)
   blocks = lambda tree: sorted(k for k in tree['params'] if k.startswith('block'))
-  assert len(blocks(g_vars)) == len(plan.g_blocks) * config.depth_multiplier
-  assert len(blocks(d_vars)) == len(plan.d_blocks) * config.depth_multiplier
+  assert len(blocks(g_vars)) == len(plan.g_blocks) * config.model.depth_multiplier
+  assert len(blocks(d_vars)) == len(plan.d_blocks) * config.model.depth_multiplier
   for tree in (g_vars, d_vars):
-    assert ('attention' in tree['params']) == bool(config.attention_resolution)
+    assert ('attention' in tree['params']) == bool(config.model.attention_resolution)
   # Spectral norm's power-iteration state: in D always, in G for biggan only.
   sn_states = lambda tree: [p for p, _ in jax.tree_util.tree_leaves_with_path(tree.get('batch_stats', {}))
                             if str(p[-1]).endswith("/u']")]
@@ -82,7 +80,7 @@ def test_biggan_128_has_the_published_parameter_count():
   # 128-d shared embedding, attention at 64, 1000 classes) at these counts; BigGAN-PyTorch's are the same.
   config = importlib.import_module('configs.biggan_imagenet128').get_config()
   gan = models.create_gan(config, (128, 128, 3), num_classes=1000)
-  _, _, g_vars, d_vars = _abstract_outputs(gan, 128, 3, config.latent_dim)
+  _, _, g_vars, d_vars = _abstract_outputs(gan, 128, 3, config.model.latent_dim)
   count = lambda tree: sum(leaf.size for leaf in jax.tree.leaves(tree['params']))
   # G leaves out the biases that feed batch norm (see resnet_gan): its input layer's (4 x 4 x 16ch) and each
   # block's conv1, conv2 and shortcut ones (3 x its width; widths 16ch, 8ch, 4ch, 2ch, ch), ch = 96.
@@ -144,7 +142,7 @@ def _tiny_state(config, gan, image_shape=_TINY):
   return jax.jit(functools.partial(
       state_lib.init_train_state, gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
       d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=image_shape,
-      latent_dim=config.latent_dim))(jax.random.key(0))
+      latent_dim=config.model.latent_dim))(jax.random.key(0))
 
 
 @pytest.fixture(scope='module')
@@ -152,7 +150,7 @@ def tiny_sngan(tfds_data_dir):
   """A class-conditional sngan_resnet on 16x16 digits and its initial train state (initialised once: the
   tests below share it)."""
   config, gan = _tiny_conditional('sngan_resnet')
-  config.data_dir, config.image_size, config.shuffle_buffer, config.loss = tfds_data_dir, _TINY[0], 64, 'hinge'
+  config.data.dir, config.data.image_size, config.data.shuffle_buffer, config.gan.loss = tfds_data_dir, _TINY[0], 64, 'hinge'
   config.batch_size = 16
   return config, gan, _tiny_state(config, gan)
 
@@ -164,7 +162,7 @@ def test_labels_reach_generator_and_discriminator(model, request):
   else:
     config, gan = _tiny_conditional(model)
     state = _tiny_state(config, gan)
-  z = jax.random.normal(jax.random.key(0), (4, config.latent_dim))
+  z = jax.random.normal(jax.random.key(0), (4, config.model.latent_dim))
   labels = jnp.array([0, 1, 2, 3])
   other = jnp.array([0, 1, 7, 3])   # only sample 2's class differs
   # Trained-looking norm gains and biases (sngan's start at the identity): perturb every parameter.
@@ -193,8 +191,8 @@ def test_steps_route_labels_and_own_their_spectral_norm_state(tiny_sngan):
   config, gan, state = tiny_sngan
   images = jax.random.uniform(jax.random.key(4), (4,) + _TINY, minval=-1, maxval=1)
   batch = {'image': images, 'label': jnp.array([0, 1, 2, 3])}
-  loss = losses.get_gan_loss(config.loss)
-  d_step = jax.jit(functools.partial(gan_steps.discriminator_step, gan=gan, loss=loss, latent_dim=config.latent_dim,
+  loss = losses.get_gan_loss(config.gan.loss)
+  d_step = jax.jit(functools.partial(gan_steps.discriminator_step, gan=gan, loss=loss, latent_dim=config.model.latent_dim,
                                      d_tx=optimizers.create_optimizer(config, 'discriminator')))
   rng = jax.random.key(5)
   after, metrics = d_step(state, batch, rng)
@@ -207,7 +205,7 @@ def test_steps_route_labels_and_own_their_spectral_norm_state(tiny_sngan):
   def fakes_scored_with_their_labels(state, rng):
     z_rng, g_rng, d_rng, label_rng = jax.random.split(rng, 4)
     fake_labels = gan_steps.sample_labels(label_rng, 4, gan.num_classes)
-    z = jax.random.normal(z_rng, (4, config.latent_dim))
+    z = jax.random.normal(z_rng, (4, config.model.latent_dim))
     fake, _ = gan_steps.apply_network(gan.generator, state.generator, z, train=True, rng=g_rng, labels=fake_labels)
     fake_out, _ = gan_steps.apply_network(gan.discriminator, state.discriminator, fake, train=True, rng=d_rng,
                                       labels=fake_labels)
@@ -217,7 +215,7 @@ def test_steps_route_labels_and_own_their_spectral_norm_state(tiny_sngan):
   # D's spectral-norm state moves in the D step only; G's batch-norm statistics in the G step only.
   assert _differs(state.discriminator.variables, after.discriminator.variables)
   assert not _differs(state.generator, after.generator)
-  g_after, _ = jax.jit(functools.partial(gan_steps.generator_step, gan=gan, loss=loss, latent_dim=config.latent_dim,
+  g_after, _ = jax.jit(functools.partial(gan_steps.generator_step, gan=gan, loss=loss, latent_dim=config.model.latent_dim,
                                          g_tx=optimizers.create_optimizer(config, 'generator')))(
                                              state, batch, jax.random.key(6))
   assert not _differs(state.discriminator, g_after.discriminator)
@@ -228,7 +226,7 @@ def _on_mesh(config, gan, state, mesh):
   """`state` laid out on `mesh` as training lays it out, and its shardings."""
   _, abstract = state_lib.sharded_initializer(
       mesh, gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
-      d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=_TINY, latent_dim=config.latent_dim)
+      d_tx=optimizers.create_optimizer(config, 'discriminator'), image_shape=_TINY, latent_dim=config.model.latent_dim)
   shardings = state_lib.shardings_of(abstract)
   return jax.device_put(state, shardings), shardings
 
@@ -273,7 +271,7 @@ def test_orthogonal_regularization_value_and_effect():
   state = _tiny_state(config, gan, (28, 28, 1))
   batch = {'image': jnp.zeros((4, 28, 28, 1)), 'label': jnp.zeros((4,), jnp.int32)}
   g_step = lambda weight: jax.jit(functools.partial(
-      gan_steps.generator_step, gan=gan, loss=losses.get_gan_loss('hinge'), latent_dim=config.latent_dim,
+      gan_steps.generator_step, gan=gan, loss=losses.get_gan_loss('hinge'), latent_dim=config.model.latent_dim,
       g_tx=optimizers.create_optimizer(config, 'generator'), techniques=gan_steps.Techniques(g_ortho_reg=weight)))(state, batch, jax.random.key(1))
   plain, plain_metrics = g_step(0.0)
   regularised, metrics = g_step(1.0)
@@ -293,9 +291,9 @@ def test_flops_formula_matches_xla_cost_analysis(model, fields):
   gan = models.create_gan(config, image_shape, num_classes=10)
   g_tx, d_tx = (optimizers.create_optimizer(config, net) for net in ('generator', 'discriminator'))
   state = jax.eval_shape(functools.partial(state_lib.init_train_state, gan=gan, g_tx=g_tx, d_tx=d_tx,
-                                           image_shape=image_shape, latent_dim=config.latent_dim), jax.random.key(0))
-  step = functools.partial(gan_steps.train_step, gan=gan, loss=losses.get_gan_loss(config.loss), g_tx=g_tx, d_tx=d_tx,
-                           latent_dim=config.latent_dim)
+                                           image_shape=image_shape, latent_dim=config.model.latent_dim), jax.random.key(0))
+  step = functools.partial(gan_steps.train_step, gan=gan, loss=losses.get_gan_loss(config.gan.loss), g_tx=g_tx, d_tx=d_tx,
+                           latent_dim=config.model.latent_dim)
   batch = {'image': jax.ShapeDtypeStruct((1, 64) + image_shape, jnp.float32),
            'label': jax.ShapeDtypeStruct((1, 64), jnp.int32)}
   analysis = jax.jit(step).lower(state, batch, jax.random.key(1)).cost_analysis()
@@ -310,10 +308,10 @@ def test_sample_grid_rows_show_classes():
 
 
 @pytest.mark.parametrize('fields,message', [
-    ({'model': 'mlp', 'attention_resolution': 16}, "config.attention_resolution=16 is not used by config.model='mlp'"),
+    ({'model': 'mlp', 'attention_resolution': 16}, "config.model.attention_resolution=16 is not used by config.model.name='mlp'"),
     ({'model': 'sngan_resnet', 'hierarchical_latent': True}, 'models that use it: biggan'),
     ({'model': 'biggan', 'num_classes': 10}, 'applies to class-conditional training only'),
-    ({'model': 'biggan', 'weight_init': 'he'}, "config.weight_init='he' is not allowed; allowed: default, orthogonal"),
+    ({'model': 'biggan', 'weight_init': 'he'}, "config.model.weight_init='he' is not allowed; allowed: default, orthogonal"),
 ])
 def test_model_fields_are_checked(fields, message):
   with pytest.raises(config_checks.ConfigError, match=message):
@@ -362,12 +360,12 @@ _CONFIG_SIZES = {'sngan_cifar10': (32, 0.125), 'biggan_cifar10': (32, 0.125), 'b
 def _published(name, data_dir):
   config = importlib.import_module(f'configs.{name}').get_config()
   size, width_multiplier = _CONFIG_SIZES[name]
-  config.dataset, config.data_dir, config.image_size = 'mnist5k', data_dir, size
-  config.width_multiplier = width_multiplier
-  if config.attention_resolution:
-    config.attention_resolution = size // 2
-  config.batch_size, config.shuffle_buffer, config.num_train_steps = 16, 64, 2
-  config.n_critic = 1  # n_critic is tested in test_steps; here it would only multiply the compile time
+  config.data.name, config.data.dir, config.data.image_size = 'mnist5k', data_dir, size
+  config.model.width_multiplier = width_multiplier
+  if config.model.attention_resolution:
+    config.model.attention_resolution = size // 2
+  config.batch_size, config.data.shuffle_buffer, config.num_train_steps = 16, 64, 2
+  config.gan.n_critic = 1  # n_critic is tested in test_steps; here it would only multiply the compile time
   config.log_every_steps = config.sample_every_steps = config.checkpoint_every_steps = 2
   config.num_sample_images = 20
   return config
@@ -398,7 +396,7 @@ def test_published_config_trains(name, published_runs, tfds_data_dir):
   assert os.path.exists(os.path.join(workdir, 'samples', 'step_0000002.png'))
   info = input_pipeline.dataset_info(config, train.prepare_dataset(config))
   assert models.create_gan(config, info.image_shape, info.num_classes).num_classes == (
-      10 if config.conditional else 0)
+      10 if config.model.conditional else 0)
 
 
 def test_evaluate_cli_scores_a_conditional_generator_by_class(published_runs, eval_cache):

@@ -23,7 +23,7 @@ _STEP_MODELS = sorted(set(models.GAN_FAMILIES) - set(models.FAMILY_OPTIONS))
 
 @pytest.mark.parametrize('model', _STEP_MODELS)
 def test_one_step_changes_params_and_keeps_them_finite(tiny_config, model):
-  tiny_config.model = model
+  tiny_config.model.name = model
   _, state, step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh())
   before = jax.device_get(state)
   (batch,) = compiled_steps.real_batches(tiny_config, 1)
@@ -44,23 +44,23 @@ def test_discriminator_step_leaves_the_generator_alone(tiny_config):
   d_tx = optimizers.create_optimizer(tiny_config, 'discriminator')
   g_tx = optimizers.create_optimizer(tiny_config, 'generator')
   state = state_lib.init_train_state(jax.random.key(0), gan=gan, g_tx=g_tx, d_tx=d_tx, image_shape=(28, 28, 1),
-                                     latent_dim=tiny_config.latent_dim)
+                                     latent_dim=tiny_config.model.latent_dim)
   (batch,) = compiled_steps.real_batches(tiny_config, 1)
   loss = losses.get_gan_loss('non_saturating')
   one = jax.tree.map(lambda x: x[0], batch)
   after_d, d_metrics = gan_steps.discriminator_step(state, one, jax.random.key(1), gan=gan, loss=loss, d_tx=d_tx,
-                                                latent_dim=tiny_config.latent_dim)
+                                                latent_dim=tiny_config.model.latent_dim)
   assert not _leaves_differ(state.generator, after_d.generator)
   assert _leaves_differ(state.discriminator.params, after_d.discriminator.params)
   assert 0 < float(d_metrics['d_real_prob']) < 1
   after_g, _ = gan_steps.generator_step(state, one, jax.random.key(2), gan=gan, loss=loss, g_tx=g_tx,
-                                    latent_dim=tiny_config.latent_dim)
+                                    latent_dim=tiny_config.model.latent_dim)
   assert not _leaves_differ(state.discriminator, after_g.discriminator)
   assert _leaves_differ(state.generator.params, after_g.generator.params)
 
 
 def test_n_critic_runs_that_many_discriminator_updates(tiny_config):
-  tiny_config.n_critic = 3
+  tiny_config.gan.n_critic = 3
   _, state, step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh())
   (batch,) = compiled_steps.real_batches(tiny_config, 1)
   assert batch['image'].shape == (3, tiny_config.batch_size, 28, 28, 1)
@@ -75,7 +75,7 @@ def test_n_critic_runs_that_many_discriminator_updates(tiny_config):
 @pytest.mark.parametrize('model', _STEP_MODELS)
 def test_sharded_over_8_devices_equals_1_device(tiny_config, model, eight_point_winograd_tiles):
   assert jax.device_count() == 8
-  tiny_config.model = model
+  tiny_config.model.name = model
   batches = compiled_steps.real_batches(tiny_config, 2)
   _, one_init, one_step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh(jax.devices()[:1]))
   _, eight_init, eight_step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh(jax.devices()))
@@ -112,24 +112,24 @@ def test_simultaneous_update_is_the_two_tape_step(tiny_config, discriminator, ei
   # apart) must match too; batch_norm: a D with batch statistics, seen in one call. With SGD at learning
   # rate 1 the update is minus the gradient, which we compare with the definition written out: D's loss
   # differentiated to D's weights (fakes held fixed), G's loss to G's weights through the same D.
-  tiny_config.model = 'dcgan'
+  tiny_config.model.name = 'dcgan'
   image_shape = (28, 28, 1)
   gan = models.create_gan(tiny_config, image_shape)
   if discriminator == 'batch_norm':
     gan = gan._replace(discriminator=_BatchNormDiscriminator())
   sgd = optax.sgd(1.0)
   state = state_lib.init_train_state(jax.random.key(0), gan=gan, g_tx=sgd, d_tx=sgd, image_shape=image_shape,
-                                     latent_dim=tiny_config.latent_dim)
+                                     latent_dim=tiny_config.model.latent_dim)
   (batch,) = compiled_steps.real_batches(tiny_config, 1)
   one = jax.tree.map(lambda x: x[0], batch)
   loss = losses.get_gan_loss('non_saturating')
   key = jax.random.key(3)
   after, d_metrics, g_metrics = jax.jit(functools.partial(
-      gan_steps.simultaneous_update, gan=gan, loss=loss, g_tx=sgd, d_tx=sgd, latent_dim=tiny_config.latent_dim))(
+      gan_steps.simultaneous_update, gan=gan, loss=loss, g_tx=sgd, d_tx=sgd, latent_dim=tiny_config.model.latent_dim))(
           state, one, key)
 
   z_rng, g_rng, d_rng, _ = gan_steps._split(key, gan)
-  z = gan_steps._latents(z_rng, tiny_config.batch_size, tiny_config.latent_dim)
+  z = gan_steps._latents(z_rng, tiny_config.batch_size, tiny_config.model.latent_dim)
   real = one['image']
 
   def d_outputs(g_params, d_params):
@@ -147,7 +147,7 @@ def test_simultaneous_update_is_the_two_tape_step(tiny_config, discriminator, ei
   np.testing.assert_allclose(g_metrics['g_loss'], loss.generator(d_outputs(g_params, d_params)[1]), rtol=1e-6)
   # D's half is exactly the alternating discriminator step with the same key.
   alternating, alternating_metrics = jax.jit(functools.partial(
-      gan_steps.discriminator_step, gan=gan, loss=loss, d_tx=sgd, latent_dim=tiny_config.latent_dim))(state, one, key)
+      gan_steps.discriminator_step, gan=gan, loss=loss, d_tx=sgd, latent_dim=tiny_config.model.latent_dim))(state, one, key)
   for a, b in zip(jax.tree.leaves(after.discriminator.params), jax.tree.leaves(alternating.discriminator.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(d_metrics['d_loss'], alternating_metrics['d_loss'], rtol=1e-6)
@@ -159,9 +159,9 @@ def test_simultaneous_update_is_the_two_tape_step(tiny_config, discriminator, ei
 
 
 def test_simultaneous_train_step_runs_through_the_family(tiny_config):
-  tiny_config.gan_update = 'simultaneous'
-  tiny_config.ema_decay = 0.9
-  tiny_config.r1_gamma, tiny_config.r1_every = 1.0, 1
+  tiny_config.gan.update_scheme = 'simultaneous'
+  tiny_config.gan.ema_decay = 0.9
+  tiny_config.gan.r1_gamma, tiny_config.gan.r1_every = 1.0, 1
   _, state, step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh())
   (batch,) = compiled_steps.real_batches(tiny_config, 1)
   for _ in range(2):
@@ -178,7 +178,7 @@ def test_simultaneous_train_step_runs_through_the_family(tiny_config):
 def test_bfloat16_dcgan_step_keeps_float32_state(tiny_config):
   # Activations compute in bf16 (flax's layers: the CPU fast path is float32 only); params and optimiser
   # state stay float32.
-  tiny_config.model, tiny_config.compute_dtype = 'dcgan', 'bfloat16'
+  tiny_config.model.name, tiny_config.compute_dtype = 'dcgan', 'bfloat16'
   _, state, step, _ = compiled_steps.compiled_train_step(tiny_config, sharding.create_mesh())
   (batch,) = compiled_steps.real_batches(tiny_config, 1)
   after, metrics = step(state, batch, jax.random.key(1))

@@ -18,10 +18,10 @@ from tests.conftest import make_tiny_config
 def _all_on(data_dir):
   config = make_tiny_config(data_dir)
   config.compute_dtype = 'bfloat16'
-  config.r1_gamma, config.r1_every = 1.0, 2     # R1 on D updates 0 and 2 of 4
-  config.gp_weight = 10.0
-  config.augment_p, config.augment_policy = 0.5, 'color,translation,cutout'
-  config.ema_decay, config.ema_start_step = 0.9, 2
+  config.gan.r1_gamma, config.gan.r1_every = 1.0, 2     # R1 on D updates 0 and 2 of 4
+  config.gan.gp_weight = 10.0
+  config.gan.augment_p, config.gan.augment_policy = 0.5, 'color,translation,cutout'
+  config.gan.ema_decay, config.gan.ema_start_step = 0.9, 2
   config.fsdp_devices, config.param_sharding = 2, 'fsdp'
   config.sample_every_steps = 4
   return config
@@ -72,11 +72,11 @@ def test_resume_with_every_technique_is_exact(all_on_run, tmp_path):
 def test_turning_ema_on_or_off_on_resume_is_one_config_error(all_on_run, tmp_path):
   config, workdir, _ = all_on_run
   config = config.copy_and_resolve_references()
-  config.ema_decay = 0.0
-  with pytest.raises(ConfigError, match='^config.ema_decay=0.0 turns the generator EMA off, but the checkpoint'):
+  config.gan.ema_decay = 0.0
+  with pytest.raises(ConfigError, match='^config.gan.ema_decay=0.0 turns the generator EMA off, but the checkpoint'):
     train.train_and_evaluate(config, workdir)
-  with pytest.raises(ConfigError, match='^config.ema_decay=0.0 does not match the checkpoint'):
-    restored_run.restore(workdir, {'ema_decay': 0.0})
+  with pytest.raises(ConfigError, match='^config.gan.ema_decay=0.0 does not match the checkpoint'):
+    restored_run.restore(workdir, {'gan.ema_decay': 0.0})
 
 
 def _mean_pool_network():
@@ -95,7 +95,7 @@ def test_sample_and_evaluate_use_the_ema_generator_on_the_sharded_mesh(all_on_ru
                                        'eval.batch_size': 16, 'eval.num_reference': 64})
   assert tuple(run.mesh.devices.shape) == (4, 2)
   assert 'fsdp' in run.state.generator.params['Dense_0']['kernel'].sharding.spec
-  z = jax.random.normal(jax.random.split(jax.random.key(0))[0], (8, run.config.latent_dim))  # sample --seed=0
+  z = jax.random.normal(jax.random.split(jax.random.key(0))[0], (8, run.config.model.latent_dim))  # sample --seed=0
   generate = lambda state, use_ema: np.clip(np.rint((np.asarray(gan_steps.generate(
       jax.device_get(state), jnp.asarray(z), gan=run.family.modules, use_ema=use_ema)) + 1) * 127.5), 0, 255).astype(np.uint8)
   images = restored_run.generate_images(run, z)
@@ -103,7 +103,7 @@ def test_sample_and_evaluate_use_the_ema_generator_on_the_sharded_mesh(all_on_ru
   # The EMA generator is a different network from the raw one (so the check above can tell them apart).
   assert not np.array_equal(generate(run.state, True), generate(run.state, False))
 
-  raw_run = restored_run.restore(workdir, {'eval.cache_dir': str(tmp_path), 'sample_with_ema': False})
+  raw_run = restored_run.restore(workdir, {'eval.cache_dir': str(tmp_path), 'gan.sample_with_ema': False})
   np.testing.assert_allclose(restored_run.generate_images(raw_run, z), generate(run.state, False), atol=1)
 
   evaluator = evaluator_lib.Evaluator(run.config, mesh=run.mesh, gan=run.family.modules, builder=run.builder,
@@ -112,7 +112,7 @@ def test_sample_and_evaluate_use_the_ema_generator_on_the_sharded_mesh(all_on_ru
   assert evaluator.uses_ema
   with_ema, _, _ = evaluator.generated_features(run.state)
   # The same latents through the EMA generator, on the host: the evaluator scored the EMA's samples.
-  latents = jax.random.normal(jax.random.fold_in(jax.random.key(run.config.eval.seed), 0), (16, run.config.latent_dim))
+  latents = jax.random.normal(jax.random.fold_in(jax.random.key(run.config.eval.seed), 0), (16, run.config.model.latent_dim))
   expected, _ = _mean_pool_network().apply({}, gan_steps.generate(jax.device_get(run.state), latents, gan=run.family.modules,
                                                               use_ema=True))
   np.testing.assert_allclose(with_ema[:16], expected, rtol=2e-2, atol=2e-2)

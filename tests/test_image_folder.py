@@ -1,4 +1,4 @@
-"""`--config.dataset=folder:DIR`: training on a folder of one's own images, from preparation to samples."""
+"""`--config.data.name=folder:DIR`: training on a folder of one's own images, from preparation to samples."""
 import os
 import subprocess
 import sys
@@ -10,7 +10,7 @@ from PIL import Image
 
 from aigc_jax import input_pipeline, train
 from aigc_jax.datasets import image_folder
-from tests.conftest import REPO_ROOT, make_tiny_config
+from tests.conftest import REPO_ROOT, make_tiny_config, set_fields
 
 
 def _write_folder(root, *, classes=('cats', 'dogs'), per_class=12, gray_only=False, broken=True):
@@ -32,9 +32,9 @@ def _write_folder(root, *, classes=('cats', 'dogs'), per_class=12, gray_only=Fal
 
 def _config(tfds_data_dir, tmp_path, folder, **changes):
   config = make_tiny_config(tfds_data_dir)
-  config.data_dir = str(tmp_path / 'tfds')
-  config.dataset = f'folder:{folder}'
-  config.update(changes)
+  config.data.dir = str(tmp_path / 'tfds')
+  config.data.name = f'folder:{folder}'
+  set_fields(config, **changes)
   return config
 
 
@@ -63,7 +63,7 @@ def test_a_changed_folder_is_prepared_again_and_an_unchanged_one_is_not(tmp_path
   folder = _write_folder(tmp_path / 'images', broken=False)
   config = _config(tfds_data_dir, tmp_path, folder)
   first = train.prepare_dataset(config)
-  prepared = os.path.join(config.data_dir, 'image_folder')
+  prepared = os.path.join(config.data.dir, 'image_folder')
   stamp = os.path.getmtime(first.data_dir)
   again = train.prepare_dataset(config)
   assert again.data_dir == first.data_dir and os.path.getmtime(again.data_dir) == stamp
@@ -86,7 +86,7 @@ def test_resume_on_a_folder_is_exact(tmp_path, tfds_data_dir):
 
 def _with(config, **changes):
   config = config.copy_and_resolve_references()
-  config.update(changes)
+  set_fields(config, **changes)
   return config
 
 
@@ -95,8 +95,8 @@ def test_train_then_sample_from_the_command_line(tmp_path, tfds_data_dir):
   workdir = tmp_path / 'run'
   result = subprocess.run(
       [sys.executable, '-m', 'aigc_jax.main', '--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}',
-       f'--config.dataset=folder:{folder}', f'--config.data_dir={tmp_path / "tfds"}', '--config.batch_size=16',
-       '--config.width_multiplier=0.125', '--config.num_train_steps=2', '--config.num_sample_images=4'],
+       f'--config.data.name=folder:{folder}', f'--config.data.dir={tmp_path / "tfds"}', '--config.batch_size=16',
+       '--config.model.width_multiplier=0.125', '--config.num_train_steps=2', '--config.num_sample_images=4'],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   warnings = [line for line in result.stderr.splitlines() if 'unreadable' in line]

@@ -25,7 +25,7 @@ def test_offline_digits_are_real_mnist(tiny_config):
 
 
 def test_elements_are_n_critic_batches_in_minus_one_to_one(tiny_config):
-  tiny_config.n_critic = 2
+  tiny_config.gan.n_critic = 2
   (element,) = _first(tiny_config, 1)
   assert element['image'].shape == (2, 16, 28, 28, 1) and element['image'].dtype == np.float32
   assert element['label'].shape == (2, 16) and element['label'].dtype == np.int32
@@ -43,7 +43,7 @@ def test_order_is_a_function_of_the_seed(tiny_config):
 
 
 def test_processes_read_disjoint_shares_of_half_the_batch(tiny_config):
-  tiny_config.shuffle_buffer = 1  # no shuffling: compare the raw shares
+  tiny_config.data.shuffle_buffer = 1  # no shuffling: compare the raw shares
   shares = [_first(tiny_config, 1, process_index=i, process_count=2)[0]['image'] for i in range(2)]
   assert shares[0].shape == (1, 8, 28, 28, 1)
   assert not np.array_equal(shares[0], shares[1])

@@ -17,9 +17,9 @@ from tests.conftest import REPO_ROOT
 @pytest.mark.parametrize('image_shape', [(28, 28, 1), (32, 32, 3)])
 def test_gan_shapes(model, image_shape):
   config = base.get_config()
-  config.model = model
+  config.model.name = model
   gan = models.create_gan(config, image_shape)
-  z = jnp.zeros((3, config.latent_dim))
+  z = jnp.zeros((3, config.model.latent_dim))
   g_vars = gan.generator.init(jax.random.key(0), z, train=False)
   images, _ = gan.generator.apply(g_vars, z, train=True, mutable=['batch_stats'])
   assert images.shape == (3,) + image_shape
@@ -43,14 +43,14 @@ def test_mlp_matches_the_seed_layout():
 
 def test_dcgan_rejects_sizes_not_divisible_by_4():
   config = base.get_config()
-  config.model = 'dcgan'
+  config.model.name = 'dcgan'
   with pytest.raises(ValueError, match='divisible by 4'):
     models.create_gan(config, (30, 30, 1))
 
 
 def test_dcgan_has_the_tutorials_layers():
   config = base.get_config()
-  config.model = 'dcgan'
+  config.model.name = 'dcgan'
   gan = models.create_gan(config, (28, 28, 1))
   g = gan.generator.init(jax.random.key(0), jnp.zeros((1, 100)), train=False)['params']
   d = gan.discriminator.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)['params']
@@ -72,8 +72,8 @@ _TRAINING_CONFIGS = sorted(name[:-3] for name in os.listdir(os.path.join(REPO_RO
 def test_every_config_validates_and_builds_its_networks_for_its_data(name):
   config = importlib.import_module(f'configs.{name}').get_config()
   config_checks.validate(config, device_count=1, process_count=1)
-  image_shape, classes = _DATASETS[config.dataset]
+  image_shape, classes = _DATASETS[config.data.name]
   family = families.create(config, image_shape, classes)
   state = jax.eval_shape(family.init_state, jax.random.key(0))  # shapes only: nothing is computed
   assert jax.tree.leaves(state)
-  assert family.num_classes == (classes if config.conditional else 0)
+  assert family.num_classes == (classes if config.model.conditional else 0)

@@ -44,8 +44,8 @@ def _compilation_cache(directory):
 
 
 def _flags(config, workdir, **overrides):
-  fields = {'data_dir': config.data_dir, 'batch_size': config.batch_size,
-            'width_multiplier': config.width_multiplier, 'shuffle_buffer': config.shuffle_buffer,
+  fields = {'data.dir': config.data.dir, 'batch_size': config.batch_size,
+            'model.width_multiplier': config.model.width_multiplier, 'data.shuffle_buffer': config.data.shuffle_buffer,
             'num_sample_images': config.num_sample_images, 'log_every_steps': 1, 'sample_every_steps': 100_000,
             'keep_checkpoints': 100, **overrides}
   return ['--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in fields.items()]

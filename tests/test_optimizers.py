@@ -10,7 +10,7 @@ from configs import base
 
 def _applied_rates(config, network, updates):
   """The learning rate of each update, read off Adam with b1 = b2 = 0 on a gradient of 1 (update = -lr)."""
-  config.adam_b1, config.adam_b2, config.adam_eps = 0.0, 0.0, 1e-12
+  config.optimizer.adam_b1, config.optimizer.adam_b2, config.optimizer.adam_eps = 0.0, 0.0, 1e-12
   tx = optimizers.create_optimizer(config, network)
   params = {'w': jnp.zeros(())}
   state, rates = tx.init(params), []
@@ -22,8 +22,8 @@ def _applied_rates(config, network, updates):
 
 def test_warmup_then_cosine_decay_and_two_timescales():
   config = base.get_config()
-  config.num_train_steps, config.warmup_steps, config.lr_schedule = 10, 4, 'cosine'
-  config.g_learning_rate, config.d_learning_rate = 1e-4, 4e-4
+  config.num_train_steps, config.optimizer.warmup_steps, config.optimizer.lr_schedule = 10, 4, 'cosine'
+  config.optimizer.g_learning_rate, config.optimizer.d_learning_rate = 1e-4, 4e-4
   g_rates = _applied_rates(config, 'generator', 10)
   # Warm-up 0 -> peak over 4 updates, then cosine from the peak towards 0 at update 10.
   np.testing.assert_allclose(g_rates[:4], [0, 0.25e-4, 0.5e-4, 0.75e-4], rtol=1e-5, atol=1e-12)
@@ -35,8 +35,8 @@ def test_warmup_then_cosine_decay_and_two_timescales():
 
 def test_discriminator_schedule_spans_n_critic_updates_per_step():
   config = base.get_config()
-  config.num_train_steps, config.warmup_steps, config.lr_schedule, config.n_critic = 4, 1, 'linear', 3
-  config.learning_rate = 1.0
+  config.num_train_steps, config.optimizer.warmup_steps, config.optimizer.lr_schedule, config.gan.n_critic = 4, 1, 'linear', 3
+  config.optimizer.learning_rate = 1.0
   d_rates = _applied_rates(config, 'discriminator', 12)
   # Warm-up over 1 step = 3 D updates, then linear decay to 0 over the remaining 9.
   np.testing.assert_allclose(d_rates[:3], [0, 1 / 3, 2 / 3], rtol=1e-5, atol=1e-7)
@@ -47,7 +47,7 @@ def test_discriminator_schedule_spans_n_critic_updates_per_step():
 
 def test_adam_betas_and_epsilon_come_from_the_config():
   config = base.get_config()
-  config.adam_b1, config.adam_b2, config.adam_eps, config.learning_rate = 0.0, 0.9, 1e-3, 1.0
+  config.optimizer.adam_b1, config.optimizer.adam_b2, config.optimizer.adam_eps, config.optimizer.learning_rate = 0.0, 0.9, 1e-3, 1.0
   tx = optimizers.create_optimizer(config, 'generator')
   params = {'w': jnp.zeros(())}
   state = tx.init(params)

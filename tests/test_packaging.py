@@ -51,8 +51,8 @@ def test_the_installed_package_trains_from_another_folder(tmp_path, tfds_data_di
   # A user's own config, building on the installed ones, run from a folder outside the repository.
   (elsewhere / 'my_config.py').write_text(
       'from configs import base\n\n\ndef get_config():\n  config = base.get_config()\n'
-      f'  config.data_dir = {str(tfds_data_dir)!r}\n  config.num_train_steps = 2\n  config.batch_size = 16\n'
-      '  config.width_multiplier = 0.125\n  config.shuffle_buffer = 64\n  return config\n')
+      f'  config.data.dir = {str(tfds_data_dir)!r}\n  config.num_train_steps = 2\n  config.batch_size = 16\n'
+      '  config.model.width_multiplier = 0.125\n  config.data.shuffle_buffer = 64\n  return config\n')
   env = {key: value for key, value in os.environ.items() if key != 'PYTHONPATH'}
   env['PYTHONPATH'] = str(target)
   run = subprocess.run([sys.executable, '-m', 'aigc_jax.main', '--config=my_config.py', '--workdir=run'],

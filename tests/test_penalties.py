@@ -109,7 +109,7 @@ def mlp_setup():
   gan = models.create_gan(config, (28, 28, 1))
   d_tx = optax.sgd(1.0)  # the update is minus the gradient: the tests compare gradients
   state = state_lib.init_train_state(jax.random.key(0), gan=gan, g_tx=optimizers.create_optimizer(config, 'generator'),
-                                     d_tx=d_tx, image_shape=(28, 28, 1), latent_dim=config.latent_dim)
+                                     d_tx=d_tx, image_shape=(28, 28, 1), latent_dim=config.model.latent_dim)
   batch = {'image': jax.random.uniform(jax.random.key(1), (8, 28, 28, 1), minval=-1, maxval=1),
            'label': jnp.zeros((8,), jnp.int32)}
   return config, gan, d_tx, state, batch
@@ -119,7 +119,7 @@ def _d_step(mlp_setup, techniques, d_update):
   """One discriminator update's parameter change (minus the gradient) and its metrics."""
   config, gan, d_tx, state, batch = mlp_setup
   step = jax.jit(functools.partial(gan_steps.discriminator_step, gan=gan, loss=losses.get_gan_loss('hinge'), d_tx=d_tx,
-                                   latent_dim=config.latent_dim, techniques=techniques))
+                                   latent_dim=config.model.latent_dim, techniques=techniques))
   after, metrics = step(state, batch, jax.random.key(5), d_update=jnp.int32(d_update))
   delta = jax.tree.map(lambda new, old: new - old, after.discriminator.params, state.discriminator.params)
   return delta, metrics

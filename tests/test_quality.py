@@ -19,8 +19,8 @@ def _quality(*args):
 
 
 def _tiny_overrides(data_dir, cache_dir):
-  return [f'--config.data_dir={data_dir}', '--config.batch_size=16', '--config.num_train_steps=4',
-          '--config.width_multiplier=0.125', '--config.shuffle_buffer=64', '--config.log_every_steps=2',
+  return [f'--config.data.dir={data_dir}', '--config.batch_size=16', '--config.num_train_steps=4',
+          '--config.model.width_multiplier=0.125', '--config.data.shuffle_buffer=64', '--config.log_every_steps=2',
           '--config.sample_every_steps=4', '--config.checkpoint_every_steps=4', '--config.num_sample_images=4',
           f'--config.eval.cache_dir={cache_dir}', '--config.eval.classifier_train_steps=40',
           '--config.eval.num_reference=200', '--config.eval.batch_size=32', '--config.eval.kid_subsets=10',

@@ -2,6 +2,7 @@
 config changes on resume. Faults through the entry points (kill -9, damaged checkpoints, a full disk,
 the tools beside training) are in `test_fault_injection.py`."""
 import glob
+import json
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import pytest
 
 from aigc_jax import checkpointing, input_pipeline, train
 from aigc_jax.config_checks import ConfigError
-from tests.conftest import REPO_ROOT, snapshot_files
+from tests.conftest import REPO_ROOT, set_fields, snapshot_files
 
 
 def _params(state):
@@ -32,8 +33,8 @@ def _checkpoint_steps(workdir):
 
 def _main_args(config, workdir, **overrides):
   args = [sys.executable, '-m', 'aigc_jax.main', '--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}']
-  fields = {'data_dir': config.data_dir, 'batch_size': config.batch_size,
-            'width_multiplier': config.width_multiplier, 'shuffle_buffer': config.shuffle_buffer,
+  fields = {'data.dir': config.data.dir, 'batch_size': config.batch_size,
+            'model.width_multiplier': config.model.width_multiplier, 'data.shuffle_buffer': config.data.shuffle_buffer,
             'num_sample_images': config.num_sample_images, **overrides}
   return args + [f'--config.{key}={value}' for key, value in fields.items()]
 
@@ -80,12 +81,43 @@ def test_a_damaged_config_item_does_not_skip_the_resume_check(tiny_config, tmp_p
   train.train_and_evaluate(tiny_config, workdir)  # checkpoints at 2 and 4
   with open(os.path.join(workdir, 'checkpoints', '4', 'config', 'metadata'), 'w') as f:
     f.write('{"loss": ')
-  with pytest.raises(ConfigError, match=r"config.loss changed since the checkpoint in .*checkpoints/2 \(was "
+  with pytest.raises(ConfigError, match=r"config.gan.loss changed since the checkpoint in .*checkpoints/2 \(was "
                                         r"'least_squares', now 'hinge'\)"):
     train.train_and_evaluate(_with(tiny_config, loss='hinge', num_train_steps=6), workdir)
   assert _checkpoint_steps(workdir) == [2, 4]  # refused before anything was moved
   state = train.train_and_evaluate(_with(tiny_config, num_train_steps=6), workdir)  # unchanged: from 2
   assert int(state.step) == 6 and os.path.isdir(os.path.join(workdir, 'checkpoints', '4.corrupt'))
+
+
+def _as_saved_by_0_1_0(config: dict) -> dict:
+  """`config` in the flat layout of version 0.1.0: the model, gan, data and optimizer fields at the top, under
+  their own names but for these five."""
+  renamed = {('model', 'name'): 'model', ('data', 'name'): 'dataset', ('data', 'dir'): 'data_dir',
+             ('gan', 'update_scheme'): 'gan_update', ('eval', 'every_steps'): 'eval_every_steps'}
+  flat = {key: value for key, value in config.items() if key not in ('model', 'gan', 'data', 'optimizer')}
+  flat['eval'] = {key: value for key, value in config['eval'].items() if key != 'every_steps'}
+  for group in ('model', 'gan', 'data', 'optimizer', 'eval'):
+    for key, value in config[group].items():
+      if group != 'eval' or key == 'every_steps':
+        flat[renamed.get((group, key), key)] = value
+  return flat
+
+
+def test_a_checkpoint_of_0_1_0_resumes_and_keeps_its_resume_check(tiny_config, tmp_path):
+  workdir = str(tmp_path / 'run')
+  tiny_config.sample_every_steps = 100
+  train.train_and_evaluate(tiny_config, workdir)  # checkpoints at 2 and 4
+  for step in (2, 4):
+    path = os.path.join(workdir, 'checkpoints', str(step), 'config', 'metadata')
+    with open(path) as f:
+      saved = json.load(f)
+    with open(path, 'w') as f:
+      json.dump(_as_saved_by_0_1_0(saved), f)
+  with pytest.raises(ConfigError, match=r"config.gan.loss changed since the checkpoint in .*checkpoints/4 \(was "
+                                        r"'least_squares', now 'hinge'\)"):
+    train.train_and_evaluate(_with(tiny_config, loss='hinge', num_train_steps=6), workdir)
+  state = train.train_and_evaluate(_with(tiny_config, num_train_steps=6), workdir)
+  assert int(state.step) == 6 and _checkpoint_steps(workdir)[-1] == 6
 
 
 def test_no_good_checkpoint_is_a_clear_error_and_nothing_is_deleted(tiny_config, tmp_path):
@@ -144,18 +176,17 @@ def test_too_many_nonfinite_steps_stop_with_a_checkpoint_of_the_last_good_state(
 
 
 def _with(config, **changes):
-  config = config.copy_and_resolve_references()
-  config.unlock()
-  config.update(changes)
-  return config
+  return set_fields(config.copy_and_resolve_references(), **changes)
 
 
 def test_config_change_on_resume_is_refused_unless_allowed(tiny_config, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config, workdir)
-  for field, value in (('batch_size', 32), ('model', 'dcgan'), ('dataset', 'mnist'), ('image_size', 32)):
+  for field, value in (('batch_size', 32), ('model.name', 'dcgan'), ('data.name', 'mnist'), ('data.image_size', 32)):
+    changed = _with(tiny_config, num_train_steps=6)
+    changed.update_from_flattened_dict({field: value})
     with pytest.raises(ConfigError, match=f'config.{field} changed since the checkpoint'):
-      train.train_and_evaluate(_with(tiny_config, num_train_steps=6, **{field: value}), workdir)
+      train.train_and_evaluate(changed, workdir)
   assert _checkpoint_steps(workdir) == [2, 4]
   state = train.train_and_evaluate(_with(tiny_config, num_train_steps=6, batch_size=32, allow_config_change=True),
                                    workdir)

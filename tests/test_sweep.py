@@ -19,11 +19,11 @@ def test_the_scaling_sweeps_expand_into_distinct_validated_runs(tmp_path):
   expanded = sweep.expand(base, runs, str(tmp_path), platform='cpu', extra_args=('--config.seed=3',))
   assert len({run.workdir for run in expanded}) == len(runs)
   first, last = expanded[0], expanded[-1]
-  assert first.workdir == os.path.join(str(tmp_path), 'devices1-width_multiplier0.5-batch_size32')
+  assert first.workdir == os.path.join(str(tmp_path), 'devices1-model.width_multiplier0.5-batch_size32')
   assert first.env['XLA_FLAGS'].endswith('--xla_force_host_platform_device_count=1')
   assert last.env['XLA_FLAGS'].endswith('--xla_force_host_platform_device_count=8')
   assert last.argv[1:] == ['-m', 'aigc_jax.main', '--config=configs/dcgan_mnist.py', f'--workdir={last.workdir}',
-                           '--config.width_multiplier=2.0', '--config.batch_size=512', '--config.num_train_steps=1000',
+                           '--config.model.width_multiplier=2.0', '--config.batch_size=512', '--config.num_train_steps=1000',
                            '--config.fsdp_devices=8', '--config.param_sharding=fsdp', '--config.seed=3']
   gpu = sweep.expand(base, runs, str(tmp_path), platform='gpu')
   assert gpu[-1].env == {'CUDA_VISIBLE_DEVICES': '0,1,2,3,4,5,6,7'}
@@ -45,13 +45,13 @@ def test_a_bad_run_is_one_error_naming_it(tmp_path):
 def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path):
   root = tmp_path / 'sweep'
   result = subprocess.run([os.path.join(REPO_ROOT, 'launch', 'sweep.sh'), 'configs/sweeps/mlp_scaling.py', str(root),
-                           '--dry_run', '--', '--config.eval_every_steps=0'],
+                           '--dry_run', '--', '--config.eval.every_steps=0'],
                           capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
                           env={**os.environ, 'PATH': os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH']})
   assert result.returncode == 0, result.stderr[-2000:]
   lines = result.stdout.strip().splitlines()
   assert len(lines) == 36 and all(' -m aigc_jax.main --config=configs/mlp_gan_mnist.py ' in line for line in lines)
-  assert lines[0].startswith('XLA_FLAGS=') and lines[0].endswith('--config.eval_every_steps=0')
+  assert lines[0].startswith('XLA_FLAGS=') and lines[0].endswith('--config.eval.every_steps=0')
   assert not root.exists()
 
 

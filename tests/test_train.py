@@ -20,7 +20,7 @@ def test_short_run_writes_checkpoints_events_and_samples(tiny_config, tmp_path):
   assert int(state.step) == 4
   checkpoints = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=3)
   assert checkpoints.all_steps() == [2, 4]
-  assert checkpoints.restore_config(4)['model'] == 'mlp'
+  assert checkpoints.restore_config(4)['model']['name'] == 'mlp'
   assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
   pngs = sorted(glob.glob(os.path.join(workdir, 'samples', '*.png')))
   assert [os.path.basename(p) for p in pngs] == ['step_0000002.png', 'step_0000004.png']
@@ -31,7 +31,7 @@ def test_short_run_writes_checkpoints_events_and_samples(tiny_config, tmp_path):
 
 @pytest.mark.parametrize('model', ['mlp', 'dcgan'])
 def test_stop_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path, model):
-  tiny_config.model = model
+  tiny_config.model.name = model
   tiny_config.num_train_steps = 6
   tiny_config.checkpoint_every_steps = 3
   tiny_config.sample_every_steps = 100

@@ -25,10 +25,10 @@ IMAGE_SHAPE = (28, 28, 1)
 
 def _vae_config(data_dir, model='vae_conv', likelihood='bernoulli'):
   config = make_tiny_config(data_dir)
-  config.model = model
-  config.latent_dim = 8
-  config.learning_rate = 1e-3
-  config.adam_b1 = 0.9
+  config.model.name = model
+  config.model.latent_dim = 8
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.adam_b1 = 0.9
   config.vae.likelihood = likelihood
   config.vae.heldout_every_steps = 2
   return config
@@ -147,9 +147,9 @@ def test_vae_models_fit_digits_and_colour_images(model, image_shape):
     images = jax.ShapeDtypeStruct((3,) + image_shape, jnp.float32)
     mean, logvar = jax.eval_shape(lambda s, x: family.modules.apply({'params': s.vae.params}, x, method='encode'),
                                   state, images)
-    assert mean.shape == logvar.shape == (3, config.latent_dim)
+    assert mean.shape == logvar.shape == (3, config.model.latent_dim)
     loc, log_std = jax.eval_shape(lambda s, z: family.modules.apply({'params': s.vae.params}, z, method='decode'),
-                                  state, jax.ShapeDtypeStruct((3, config.latent_dim), jnp.float32))
+                                  state, jax.ShapeDtypeStruct((3, config.model.latent_dim), jnp.float32))
     assert loc.shape == (3,) + image_shape
     assert (log_std is None) if outputs is None else log_std.shape == ()  # one scale shared by every pixel
     assert jax.eval_shape(family.generate, state, jax.ShapeDtypeStruct((5, 8), jnp.float32)).shape == (5,) + image_shape
@@ -168,7 +168,7 @@ def test_importance_sampled_likelihood_is_exact_for_a_decoder_that_ignores_z(tfd
   config = _vae_config(tfds_data_dir, 'vae_mlp')
   family = families.create(config, IMAGE_SHAPE)
   state = family.init_state(jax.random.key(0))
-  latent = config.latent_dim
+  latent = config.model.latent_dim
   posterior = jnp.concatenate([jnp.full((latent,), 0.1), jnp.full((latent,), 2 * math.log(0.9))])  # mean, logvar
   params = _set_layer(state.vae.params, 'encoder', lambda names: names[-1], kernel=0.0, bias=posterior)
   params = _set_layer(params, 'decoder', lambda names: names[0], kernel=0.0)
@@ -199,7 +199,7 @@ def test_negative_elbo_falls_on_a_fixed_batch(tfds_data_dir, real_batches, model
   targets = likelihood_fn.targets(real_batches[0]['image'][0], jax.random.key(0))
   keys = jax.random.split(jax.random.key(1), len(targets))
   neg_elbo = jax.jit(lambda s: -jnp.mean(jnp.subtract(*vae_steps.heldout_terms(
-      s, targets, keys, vae=family.modules, likelihood=likelihood_fn, latent_dim=config.latent_dim))))
+      s, targets, keys, vae=family.modules, likelihood=likelihood_fn, latent_dim=config.model.latent_dim))))
   before = float(neg_elbo(state))
   for _ in range(50):
     state, metrics = step(state, real_batches[0], jax.random.key(2))
@@ -242,7 +242,7 @@ def test_vae_mlp_flops_are_close_to_xla_cost_analysis():
   # Dense layers only, so XLA's count differs only by the elementwise ops (likelihood, KL, Adam).
   from configs import vae_mnist
   config = vae_mnist.get_config()
-  config.model = 'vae_mlp'
+  config.model.name = 'vae_mlp'
   family = families.create(config, IMAGE_SHAPE)
   state = jax.eval_shape(family.init_state, jax.random.key(0))
   batch = {'image': jax.ShapeDtypeStruct((1, 128) + IMAGE_SHAPE, jnp.float32),
@@ -256,13 +256,14 @@ def test_vae_mlp_flops_are_close_to_xla_cost_analysis():
 
 
 @pytest.mark.parametrize('changes,message', [
-    ({'model': 'vae'}, "config.model='vae' is not allowed; allowed: mlp, dcgan, "),
+    ({'model.name': 'vae'}, "config.model.name='vae' is not allowed; allowed: mlp, dcgan, "),
     ({'vae.likelihood': 'laplace'}, "config.vae.likelihood='laplace' is not allowed; allowed: bernoulli, gaussian"),
     ({'vae.binarize': 'none'}, "config.vae.binarize='none' is not allowed; allowed: dynamic, threshold"),
     ({'vae.gaussian_std': -0.1}, 'config.vae.gaussian_std=-0.1 is not allowed; allowed: a number > 0'),
     ({'vae.beta': -1.0}, 'config.vae.beta=-1.0 is not allowed; allowed: a number >= 0'),
     ({'vae.kl_warmup_steps': -5}, 'config.vae.kl_warmup_steps=-5 is not allowed'),
-    ({'n_critic': 2}, "config.n_critic=2 is not allowed with config.model='vae_conv'; allowed: 1"),
+    ({'gan.n_critic': 2}, "config.gan.n_critic=2 is not used by config.model.name='vae_conv'; allowed: 1"),
+    ({'gan.ema_decay': 0.999}, "config.gan.ema_decay=0.999 is not used by config.model.name='vae_conv'; allowed: 0.0"),
 ])
 def test_bad_vae_config_is_one_clear_error(tfds_data_dir, changes, message):
   config = _vae_config(tfds_data_dir)
@@ -274,7 +275,7 @@ def test_bad_vae_config_is_one_clear_error(tfds_data_dir, changes, message):
   with pytest.raises(ConfigError) as error:
     config_checks.validate(config, device_count=8, process_count=1)
   assert message in str(error.value) and '\n' not in str(error.value)
-  if 'model' in changes:
+  if 'model.name' in changes:
     assert str(error.value).endswith('vae_conv, vae_mlp')
 
 

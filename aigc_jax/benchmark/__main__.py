@@ -1,6 +1,6 @@
 """The benchmark's command line: measure a train step, report on results, or plan a pod.
 
-  python -m aigc_jax.benchmark --config=configs/benchmark.py --results=FILE [--config.model=mlp ...]
+  python -m aigc_jax.benchmark --config=configs/benchmark.py --results=FILE [--config.model.name=mlp ...]
   python -m aigc_jax.benchmark report FILE... [--out=benchmarks/report] [--torch=FILE]
   python -m aigc_jax.benchmark plan --config=configs/biggan_imagenet128.py --devices=256 [--chip=tpu_v5p]
 

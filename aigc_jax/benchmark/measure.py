@@ -191,7 +191,8 @@ def measure(config) -> dict[str, Any]:
     try:
       family = families.create(config, image_shape, bench.num_classes)
     except ValueError as e:
-      raise ConfigError(f'config.model={config.model!r} cannot be built for images of {image_shape}: {e}') from None
+      raise ConfigError(f'config.model.name={config.model.name!r} cannot be built for images of {image_shape}: '
+                        f'{e}') from None
   mesh = sharding_lib.mesh_from_config(config)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   init_rng, train_rng, data_rng = jax.random.split(jax.random.key(config.seed), 3)
@@ -207,7 +208,7 @@ def measure(config) -> dict[str, Any]:
     dataset = input_pipeline.create_train_dataset(config, builder, process_index=jax.process_index(),
                                                   process_count=jax.process_count())
   if with_data and bench.pipeline_batches:
-    pipeline_rate = time_input_pipeline(dataset, config.n_critic * config.batch_size // jax.process_count(),
+    pipeline_rate = time_input_pipeline(dataset, config.gan.n_critic * config.batch_size // jax.process_count(),
                                         bench.pipeline_batches)
   if bench.mode == 'synthetic':
     make_batch = jax.jit(
@@ -228,9 +229,9 @@ def measure(config) -> dict[str, Any]:
   model_tflops = model_flops / step_s / devices / 1e12
   peak_bytes, compiled_bytes = _memory(step, device)
   return {
-      'model': config.model, 'batch_size': config.batch_size, 'width_multiplier': config.width_multiplier,
-      'compute_dtype': dtype, 'n_critic': config.n_critic, 'mode': bench.mode, 'dataset': dataset_name,
-      'gan_update': config.gan_update if family.kind == 'gan' else None,
+      'model': config.model.name, 'batch_size': config.batch_size, 'width_multiplier': config.model.width_multiplier,
+      'compute_dtype': dtype, 'n_critic': config.gan.n_critic, 'mode': bench.mode, 'dataset': dataset_name,
+      'gan_update': config.gan.update_scheme if family.kind == 'gan' else None,
       # The GAN techniques and the parameter layout: their extra passes are not in the analytic FLOPs.
       'techniques': gan_steps.techniques_from_config(config)._asdict() if family.kind == 'gan' else None,
       'fsdp_devices': config.fsdp_devices,

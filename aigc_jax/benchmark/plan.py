@@ -152,13 +152,13 @@ def plan_image_shape(config, image_shape: tuple[int, ...] | None, num_classes: i
     if len(image_shape) != 3 or min(image_shape) < 1:
       raise PlanError(f'--image_shape={",".join(map(str, image_shape))} is not allowed; allowed: HEIGHT,WIDTH,CHANNELS')
     return tuple(image_shape), num_classes or 0
-  known = KNOWN_DATASETS.get(config.dataset.split(':')[0].split('/')[0])
-  if known is None or (not config.image_size and not known[0]):
-    raise PlanError(f'the shape of dataset {config.dataset!r} is not known here; pass --image_shape=HEIGHT,WIDTH,'
+  known = KNOWN_DATASETS.get(config.data.name.split(':')[0].split('/')[0])
+  if known is None or (not config.data.image_size and not known[0]):
+    raise PlanError(f'the shape of dataset {config.data.name!r} is not known here; pass --image_shape=HEIGHT,WIDTH,'
                     f'CHANNELS (and --num_classes for a conditional model); known: {", ".join(KNOWN_DATASETS)}')
   height, width, channels, classes = known
-  if config.image_size:
-    height = width = config.image_size
+  if config.data.image_size:
+    height = width = config.data.image_size
   return (height, width, channels), classes if num_classes is None else num_classes
 
 
@@ -191,7 +191,7 @@ def make_plan(config, *, devices: int, chip_name: str, image_shape: tuple[int, .
   try:
     family = families.create(config, shape, classes)
   except ValueError as e:
-    raise PlanError(f'config.model={config.model!r} cannot be built for images of {shape}: {e}') from None
+    raise PlanError(f'config.model.name={config.model.name!r} cannot be built for images of {shape}: {e}') from None
   mesh = sharding_lib.mesh_from_config(config)
   _, abstract_state = state_lib.initializer_from_config(config, mesh, family.init_state)
   compiled, compile_s = compile_lib.compile_train_step(config, family.train_step, abstract_state,
@@ -234,7 +234,7 @@ def make_plan(config, *, devices: int, chip_name: str, image_shape: tuple[int, .
       suggestion = ('no FSDP layout fits: lower the batch per device (config.batch_size) or the model '
                     '(width_multiplier, base_channels)')
   return {
-      'model': config.model, 'devices': devices, 'chip': chip_name, 'chip_name': chip.name,
+      'model': config.model.name, 'devices': devices, 'chip': chip_name, 'chip_name': chip.name,
       'mesh': dict(zip(mesh.axis_names, map(int, mesh.devices.shape))), 'param_sharding': config.param_sharding,
       'image_shape': list(shape), 'num_classes': classes, 'batch_size': config.batch_size,
       'batch_per_device': config.batch_size // devices, 'compute_dtype': config.compute_dtype,

@@ -1,4 +1,4 @@
-"""`--config.dataset=folder:DIR`: a folder of your own PNG and JPEG images, as a TFDS dataset.
+"""`--config.data.name=folder:DIR`: a folder of your own PNG and JPEG images, as a TFDS dataset.
 
 The folder is searched recursively. When every image sits in a first-level subfolder, the subfolder names
 are the class labels (sorted; for conditional models); otherwise there are none. Images are stored at one
@@ -51,19 +51,19 @@ def scan(dataset: str) -> Scan:
   """Lists the images of `folder:DIR`; `FolderError` if there are none."""
   root = os.path.abspath(os.path.expanduser(dataset[len(PREFIX):]))
   if not dataset[len(PREFIX):]:
-    raise FolderError(f'config.dataset={dataset!r} names no folder; allowed: folder:DIR, e.g. folder:~/my_images')
+    raise FolderError(f'config.data.name={dataset!r} names no folder; allowed: folder:DIR, e.g. folder:~/my_images')
   if not os.path.exists(root):
-    raise FolderError(f'config.dataset={dataset!r}: {root!r} does not exist; allowed: folder:DIR with a folder '
+    raise FolderError(f'config.data.name={dataset!r}: {root!r} does not exist; allowed: folder:DIR with a folder '
                       'of PNG or JPEG images')
   if not os.path.isdir(root):
-    raise FolderError(f'config.dataset={dataset!r}: {root!r} is a file, not a folder; allowed: folder:DIR')
+    raise FolderError(f'config.data.name={dataset!r}: {root!r} is a file, not a folder; allowed: folder:DIR')
   files = []
   for directory, subdirectories, names in os.walk(root, followlinks=True):
     subdirectories.sort()
     files += [os.path.relpath(os.path.join(directory, name), root) for name in sorted(names)
               if name.lower().endswith(EXTENSIONS) and not name.startswith('.')]
   if not files:
-    raise FolderError(f'config.dataset={dataset!r}: {root!r} holds no PNG or JPEG images (searched recursively); '
+    raise FolderError(f'config.data.name={dataset!r}: {root!r} holds no PNG or JPEG images (searched recursively); '
                       f'allowed: a folder with files ending in {", ".join(EXTENSIONS)}')
   files.sort()
   classes = None

@@ -80,8 +80,8 @@ def accuracy(params: Any, images: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _digits_config(data_dir: str | None) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({'dataset': 'mnist5k', 'data_dir': data_dir, 'image_key': 'image',
-                                    'label_key': 'label', 'image_size': 0})
+  return ml_collections.ConfigDict({'data': {'name': 'mnist5k', 'dir': data_dir, 'image_key': 'image',
+                                             'label_key': 'label', 'image_size': 0}})
 
 
 def load_or_train(cache_dir: str, *, data_dir: str | None, steps: int, seed: int = 0) -> Trained:

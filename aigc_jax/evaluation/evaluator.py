@@ -55,8 +55,8 @@ def load_feature_network(config: ml_collections.ConfigDict, image_shape: tuple[i
   if name == 'digits_classifier':
     if tuple(image_shape) != digits_classifier.IMAGE_SHAPE:
       raise ConfigError(f'config.eval.feature_network=digits_classifier needs 28x28x1 digit images, but '
-                        f'{config.dataset!r} gives {tuple(image_shape)}; allowed here: inception')
-    trained = digits_classifier.load_or_train(cache_dir(config), data_dir=config.data_dir,
+                        f'{config.data.name!r} gives {tuple(image_shape)}; allowed here: inception')
+    trained = digits_classifier.load_or_train(cache_dir(config), data_dir=config.data.dir,
                                               steps=config.eval.classifier_train_steps)
     return FeatureNetwork(name, f'digits_classifier-{trained.recipe}', digits_classifier.apply, trained.params,
                           dataset_classes=digits_classifier.NUM_CLASSES)
@@ -97,7 +97,7 @@ def heldout_split(config: ml_collections.ConfigDict, builder: Any) -> str:
   """The held-out split of the nearest-training ratio: `eval.heldout_split`, where 'auto' picks test, else
   validation; '' for none, or when the reference split is not the training split."""
   choice = config.eval.heldout_split
-  if config.eval.reference_split != config.train_split:
+  if config.eval.reference_split != config.data.train_split:
     return ''  # the ratio measures distance to the training images, which the reference then is not
   if choice != 'auto':
     if choice:
@@ -112,7 +112,7 @@ class Evaluator:
 
   The images come from `generate(state, z, labels)` (e.g. a model family's sampler; `labels` are drawn
   uniformly over `num_classes` for a class-conditional model, else None) or, without it, from `gan`'s
-  generator: the EMA generator when the run has one, unless `config.sample_with_ema` is False (`uses_ema`
+  generator: the EMA generator when the run has one, unless `config.gan.sample_with_ema` is False (`uses_ema`
   says which; a family's sampler is bound the same way, see `families.py`).
   """
 
@@ -139,7 +139,7 @@ class Evaluator:
       num_classes = gan.num_classes
 
     def sample_features(state, variables, rng):
-      z = jax.random.normal(rng, (self._batch, config.latent_dim))
+      z = jax.random.normal(rng, (self._batch, config.model.latent_dim))
       z = jax.lax.with_sharding_constraint(z, self._split)
       labels = None
       if num_classes:  # classes drawn uniformly, as BigGAN-PyTorch samples for IS/FID
@@ -172,7 +172,7 @@ class Evaluator:
   def _split_features(self, builder, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Features and class probabilities of a real split, cached on disk."""
     config = self._config
-    key = '-'.join([config.dataset, split, f'size{config.image_size}', f'n{limit}', self.network.weights_id])
+    key = '-'.join([config.data.name, split, f'size{config.data.image_size}', f'n{limit}', self.network.weights_id])
     path = os.path.join(cache_dir(config), 'reference', re.sub(r'[^A-Za-z0-9_.-]', '_', key) + '.npz')
     if os.path.exists(path):
       with np.load(path) as cached:

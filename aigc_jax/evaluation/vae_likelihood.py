@@ -53,7 +53,7 @@ class HeldoutLikelihood:
     self._batch = config.eval.batch_size
     self._dims = math.prod(targets.shape[1:])
     self._split = sharding_lib.example_sharding(mesh)
-    bind = dict(vae=vae, likelihood=likelihood, latent_dim=config.latent_dim)
+    bind = dict(vae=vae, likelihood=likelihood, latent_dim=config.model.latent_dim)
     # Keys cross the jit boundary as raw uint32 data, so they can carry the example sharding.
     keys_in = lambda fn: lambda state, targets, keys: fn(state, targets, jax.random.wrap_key_data(keys))
     self._terms = jax.jit(keys_in(functools.partial(vae_steps.heldout_terms, **bind)),

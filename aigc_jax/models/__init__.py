@@ -1,7 +1,7 @@
-"""Model families, looked up by `config.model`.
+"""Model families, looked up by `config.model.name`; each reads its options from the `config.model` group.
 
 Each family module has `create_gan(image_shape, *, width_multiplier, dtype, **options) -> (generator,
-discriminator)`, where `options` are the config fields listed for it in `FAMILY_OPTIONS` (plus
+discriminator)`, where `options` are the `config.model` fields listed for it in `FAMILY_OPTIONS` (plus
 `num_classes` for a family that takes `conditional`).
 `vae.py` has `create_vae_<name>(image_shape, *, latent_dim, learned_std, width_multiplier, dtype, layers) -> VAE`.
 GAN families in `LAYERED_FAMILIES`, and the VAEs, also take `layers` (`models/layers.py`): flax's, or the
@@ -33,7 +33,7 @@ GAN_FAMILIES: dict[str, Callable[..., Gan]] = {
     'sngan_resnet': sngan_resnet.create_gan,
     'biggan': biggan.create_gan,
 }
-# Config fields a family reads beyond width_multiplier and compute_dtype. Fields of FAMILY_SPECIFIC_FIELDS
+# `config.model` fields a family reads beyond name and width_multiplier. Fields of FAMILY_SPECIFIC_FIELDS
 # a family does not list must keep their defaults (config_checks says so in one line).
 FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
     'sngan_resnet': sngan_resnet.OPTIONS,
@@ -53,30 +53,32 @@ def _layers(config: ml_collections.ConfigDict) -> Layers:
 
 
 def create_gan(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int = 0) -> Gan:
-  """Builds the generator and discriminator named by `config.model` for images of `image_shape`.
+  """Builds the generator and discriminator that the `config.model` group names, for images of `image_shape`.
 
-  `num_classes` is the dataset's class count; with `config.conditional` the networks are class-conditional
-  over `config.num_classes` classes, or over the dataset's when that is 0.
+  `num_classes` is the dataset's class count; with `model.conditional` the networks are class-conditional
+  over `model.num_classes` classes, or over the dataset's when that is 0.
   """
-  if config.model not in GAN_FAMILIES:
-    raise ValueError(f'unknown model {config.model!r}; allowed: {", ".join(GAN_FAMILIES)}')
-  options = FAMILY_OPTIONS.get(config.model, ())
-  kwargs = {name: config[name] for name in options if name != 'conditional'}
+  model = config.model
+  if model.name not in GAN_FAMILIES:
+    raise ValueError(f'unknown model {model.name!r}; allowed: {", ".join(GAN_FAMILIES)}')
+  options = FAMILY_OPTIONS.get(model.name, ())
+  kwargs = {name: model[name] for name in options if name != 'conditional'}
   classes = 0
-  if 'conditional' in options and config.conditional:
-    classes = config.num_classes or num_classes
+  if 'conditional' in options and model.conditional:
+    classes = model.num_classes or num_classes
     if not classes:
       raise ValueError(f'conditional=True needs class labels, but the dataset has no class-label feature '
-                       f'{config.label_key!r}; set config.label_key, or config.num_classes for integer labels')
+                       f'{config.data.label_key!r}; set config.data.label_key, or config.model.num_classes for '
+                       'integer labels')
     if num_classes and classes < num_classes:
-      raise ValueError(f'config.num_classes={classes} is fewer than the dataset\'s {num_classes} classes; '
+      raise ValueError(f'config.model.num_classes={classes} is fewer than the dataset\'s {num_classes} classes; '
                        f'allowed: 0 (the dataset\'s) or >= {num_classes}')
     kwargs['num_classes'] = classes
-  if config.model in LAYERED_FAMILIES:
+  if model.name in LAYERED_FAMILIES:
     kwargs['layers'] = _layers(config)
   # Activations run in `compute_dtype`; parameters and optimiser state stay float32 whatever it is.
-  generator, discriminator = GAN_FAMILIES[config.model](
-      tuple(image_shape), width_multiplier=config.width_multiplier, dtype=jnp.dtype(config.compute_dtype), **kwargs)
+  generator, discriminator = GAN_FAMILIES[model.name](
+      tuple(image_shape), width_multiplier=model.width_multiplier, dtype=jnp.dtype(config.compute_dtype), **kwargs)
   return Gan(generator, discriminator, classes)
 
 
@@ -88,9 +90,10 @@ VAE_FAMILIES: dict[str, Callable[..., nn.Module]] = {
 
 def create_vae(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], *,
                learned_std: bool) -> nn.Module:
-  """The VAE named by `config.model` for images of `image_shape` (see `models/vae.py`)."""
-  if config.model not in VAE_FAMILIES:
-    raise ValueError(f'unknown model {config.model!r}; allowed: {", ".join(VAE_FAMILIES)}')
-  return VAE_FAMILIES[config.model](tuple(image_shape), latent_dim=config.latent_dim, learned_std=learned_std,
-                                    width_multiplier=config.width_multiplier,
-                                    dtype=jnp.dtype(config.compute_dtype), layers=_layers(config))
+  """The VAE that the `config.model` group names, for images of `image_shape` (see `models/vae.py`)."""
+  model = config.model
+  if model.name not in VAE_FAMILIES:
+    raise ValueError(f'unknown model {model.name!r}; allowed: {", ".join(VAE_FAMILIES)}')
+  return VAE_FAMILIES[model.name](tuple(image_shape), latent_dim=model.latent_dim, learned_std=learned_std,
+                                  width_multiplier=model.width_multiplier, dtype=jnp.dtype(config.compute_dtype),
+                                  layers=_layers(config))

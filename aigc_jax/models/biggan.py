@@ -16,7 +16,7 @@ block and the projection discriminator; `shared_embedding_dim` > 0: one class em
 blocks, mapped linearly (spectrally normalised, no bias) to each norm's gain and bias; `hierarchical_latent`:
 z split into one chunk for G's input layer and one per stage, concatenated with the shared embedding;
 self-attention at `attention_resolution` in both networks; orthogonal initialisation by default. The
-off-diagonal orthogonal regularisation of G's weights is a loss term (`config.g_ortho_reg`, `gan_steps.py`).
+off-diagonal orthogonal regularisation of G's weights is a loss term (`config.gan.g_ortho_reg`, `gan_steps.py`).
 Unconditional with `hierarchical_latent`, G's norms are conditioned on z's chunks alone (compare_gan).
 """
 import jax.numpy as jnp

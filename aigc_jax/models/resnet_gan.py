@@ -89,7 +89,7 @@ def check_attention(layout: Layout, image_size: int, resolution: int) -> None:
                      f'{image_size}x{image_size}; allowed: 0 (off) or {", ".join(map(str, allowed))}')
 
 
-# Weight initialisations (`config.weight_init`); 'default' is each family's published one.
+# Weight initialisations (`config.model.weight_init`); 'default' is each family's published one.
 WEIGHT_INITS = ('default', 'orthogonal', 'normal', 'xavier_uniform')
 
 

@@ -13,7 +13,7 @@ def get_sweep() -> list[dict]:
   for devices in (1, 2, 4, 8):
     for width in (0.5, 1.0, 2.0):
       for per_device in (32, 64):
-        run = {'devices': devices, 'width_multiplier': width, 'batch_size': per_device * devices,
+        run = {'devices': devices, 'model.width_multiplier': width, 'batch_size': per_device * devices,
                'num_train_steps': 1_000}
         if width >= 2.0 and devices > 1:
           run.update(fsdp_devices=devices, param_sharding='fsdp')

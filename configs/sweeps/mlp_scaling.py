@@ -8,6 +8,6 @@ BASE_CONFIG = 'configs/mlp_gan_mnist.py'
 
 
 def get_sweep() -> list[dict]:
-  return [{'devices': devices, 'width_multiplier': width, 'batch_size': batch, 'num_train_steps': 2_000,
+  return [{'devices': devices, 'model.width_multiplier': width, 'batch_size': batch, 'num_train_steps': 2_000,
            'checkpoint_every_steps': 1_000, 'sample_every_steps': 1_000}
           for devices in (1, 2, 4, 8) for width in (0.5, 1.0, 2.0) for batch in (64, 128, 256)]
