@@ -399,7 +399,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
     # A Python loop, not `lax.scan(..., unroll=True)`: the scan leaves XLA a while loop (trip count
     # n_critic, even 1), inside which XLA:CPU did not canonicalise D's strided weight-gradient convolution
-    # for its Eigen kernels and loop-emitted it instead (~7 s per dcgan b256 step, measured).
+    # for its Eigen kernels and loop-emitted it instead, many times slower (benchmarks/RESULTS.md).
     updated, per_update = state, []
     for i in range(n_critic):
       updated, metrics_i = critic_update(updated, jax.tree.map(lambda x: x[i], (batch, rngs[:-1], d_updates)))
