@@ -44,8 +44,8 @@ def learning_rates(config: ml_collections.ConfigDict, networks: tuple[str, ...],
 def create_optimizer(config: ml_collections.ConfigDict, network: str) -> optax.GradientTransformation:
   """Adam for `network` ('generator', 'discriminator' or 'vae') with its own learning rate and step count.
 
-  The discriminator takes `n_critic` updates per training step, so its schedule spans
-  `num_train_steps * n_critic` of its own updates. A VAE uses `learning_rate`, one update per step.
+  The discriminator takes `gan.n_critic` updates per training step, so its schedule spans
+  `num_train_steps * gan.n_critic` of its own updates. A VAE uses `optimizer.learning_rate`, one update per step.
   """
   schedule, _ = _schedule(config, network)
   adam = optax.adam(schedule, b1=config.optimizer.adam_b1, b2=config.optimizer.adam_b2, eps=config.optimizer.adam_eps)

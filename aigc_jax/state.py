@@ -33,7 +33,7 @@ class TrainState:
   skipped_steps: jax.Array  # steps whose loss or gradients were not finite, so nothing was applied
   consecutive_skipped: jax.Array  # the current run of such steps (0 after a good step)
   # The generator's exponential moving average (params, and batch statistics of its own; opt_state None),
-  # or None when `ema_decay` is 0. See `ema.py`.
+  # or None when `gan.ema_decay` is 0. See `ema.py`.
   generator_ema: NetworkState | None = None
 
 

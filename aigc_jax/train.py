@@ -325,7 +325,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
         config=config, mesh=mesh, state_shardings=state_shardings, builder=builder, image_shape=info.image_shape,
         workdir=workdir, writer=writer, is_chief=is_chief))
 
-    # --- Evaluation hooks: the family's, and FID & co. every `eval_every_steps` (0 = off), of the EMA
+    # --- Evaluation hooks: the family's, and FID & co. every `eval.every_steps` (0 = off), of the EMA
     # generator when the run has one (unless `sample_with_ema` is False), like the sample grids. ---
     evaluations = list(reporter.evaluations)
     if feature_network is not None:
