@@ -12,6 +12,10 @@ It writes, under DIR:
 - `quality.md`: the same as a Markdown table, and one row for the README's quality table;
 - `samples.png`: 64 samples from seed 0's generator.
 
+`python -m aigc_jax.quality --tabulate=DIR1,DIR2,... --readme=README.md` trains nothing: it rewrites the
+table between the README's quality-table markers from those runs' `quality.json` (the floor, one row per
+run in that order, noise) and copies each run's `samples.png` to `docs/images/<root's name>.png` beside it.
+
 Re-running with the same config and overrides reuses the seeds that finished (their `seedS.json`) and
 resumes an interrupted run from its checkpoints (its wall time is then not recorded). Exit status: 0 when
 every seed trained and was scored, 1 when a run failed (the line names its log), 2 for bad input.
@@ -19,6 +23,7 @@ every seed trained and was scored, 1 when a run failed (the line names its log),
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,11 +32,15 @@ from typing import Any
 from absl import app, flags
 
 from aigc_jax import cli
+from aigc_jax.config_errors import one_line
 from aigc_jax.evaluation import quality_table
 
 _CONFIG = flags.DEFINE_string('config', None, 'The config file to measure, e.g. configs/default.py.')
 _ROOT = flags.DEFINE_string('root', None, 'Directory for the runs (DIR/seedS) and the results.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0..N-1, one training run each.')
+_TABULATE = flags.DEFINE_list('tabulate', None, 'Roots of finished quality runs: write their table into --readme '
+                              'instead of training, and copy each samples.png to docs/images/<root name>.png.')
+_README = flags.DEFINE_string('readme', None, 'With --tabulate: the Markdown file whose quality table to rewrite.')
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,7 +110,42 @@ def measure_seed(config: str, overrides: list[str], root: str, seed: int) -> dic
   return record
 
 
+def tabulate(roots: list[str], readme_path: str) -> None:
+  """Rewrites the quality table of `readme_path` from the runs under `roots`, and their sample grids."""
+  reports = []
+  for root in roots:
+    try:
+      with open(os.path.join(root, 'quality.json')) as f:
+        reports.append(json.load(f))
+    except (OSError, ValueError) as e:
+      cli.fail(f'--tabulate: {root} holds no readable quality.json ({one_line(e)}); allowed: roots of '
+               'finished quality runs')
+  try:
+    with open(readme_path) as f:
+      readme = f.read()
+    readme = quality_table.with_readme_table(readme, quality_table.readme_table(reports))
+  except (OSError, ValueError) as e:
+    cli.fail(f'--readme={readme_path}: {one_line(e)}')
+  images = os.path.join(os.path.dirname(os.path.abspath(readme_path)), 'docs', 'images')
+  for root in roots:
+    grid = os.path.join(root, 'samples.png')
+    if os.path.exists(grid):
+      os.makedirs(images, exist_ok=True)
+      target = os.path.join(images, os.path.basename(os.path.normpath(root)) + '.png')
+      shutil.copyfile(grid, target)
+      print(f'{grid} -> {target}')
+  with open(readme_path + '.tmp', 'w') as f:
+    f.write(readme)
+  os.replace(readme_path + '.tmp', readme_path)
+  print(f'wrote the quality table of {len(reports)} run(s) into {readme_path}')
+
+
 def main(argv: list[str]) -> None:
+  if _TABULATE.value or _README.value:
+    if not (_TABULATE.value and _README.value) or _CONFIG.value or _ROOT.value or len(argv) > 1:
+      cli.fail('--tabulate=DIR,... and --readme=FILE go together, without --config, --root or overrides')
+    tabulate(_TABULATE.value, _README.value)
+    return
   overrides = list(argv[1:])
   bad = [arg for arg in overrides if not arg.startswith('--config.')]
   if bad:

@@ -56,6 +56,19 @@ def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, t
   assert table in result.stdout and 'seed 1: trained in' in result.stdout
   assert os.path.exists(root / 'seed0.log') and os.path.isdir(root / 'seed1' / 'checkpoints')
 
+  # The README's table is rewritten from the run's quality.json, and its sample grid copied beside it.
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'# Results\n\n{quality_table.README_BEGIN}\nold table\n{quality_table.README_END}\n\nMore.\n')
+  tabulated = _quality(f'--tabulate={root}', f'--readme={readme}')
+  assert tabulated.returncode == 0, tabulated.stderr[-3000:]
+  text = readme.read_text()
+  assert 'old table' not in text and text.startswith('# Results\n') and text.endswith('\n\nMore.\n')
+  rows = [line for line in text.splitlines() if line.startswith('| ')]
+  assert rows[0].startswith('| config | seeds | FID |') and len(rows) == 4  # header, floor, the run, noise
+  assert rows[2].startswith('| `configs/mlp_gan_mnist.py` `--config.data.dir=') and ' | 2 | ' in rows[2]
+  assert f"{report['summary']['fid']['mean']:.3g} ± " in rows[2] and '× floor)' in rows[2]
+  assert (tmp_path / 'docs' / 'images' / 'quality.png').read_bytes() == (root / 'samples.png').read_bytes()
+
 
 @pytest.mark.parametrize('args, message', [
     (['--seeds=0'], '--seeds=0 is not allowed; allowed: an integer >= 1'),
@@ -90,3 +103,37 @@ def test_one_seed_is_a_mean_without_a_spread():
   table = quality_table.markdown('configs/x.py', [], summary, reference, reference, 'digits_classifier', 10, 10)
   assert '| FID | 85.2 |' in table and '| `configs/x.py` | 1 | 85.2 (17.0× floor) |' in table
   assert '±' not in table.replace('mean ± std over seeds', '')
+
+
+def _report(config, fid, network='digits_classifier-v1', num_samples=10):
+  scores = {'feature_network': network, 'digits_classifier_fid': fid, 'num_samples': num_samples,
+            'num_reference': num_samples}
+  seed = {'seed': 0, 'train_wall_s': 60.0, 'scores': scores}
+  return {'config': config, 'overrides': [], 'seeds': [seed], 'summary': quality_table.summarise([seed]),
+          'floor': {**scores, 'digits_classifier_fid': 5.0}, 'noise': {**scores, 'digits_classifier_fid': 900.0}}
+
+
+def test_the_readme_table_has_the_floor_each_run_in_order_and_noise():
+  table = quality_table.readme_table([_report('configs/b.py', 50.0), _report('configs/a.py', 20.0)])
+  rows = table.splitlines()[2:]
+  assert [row.split(' | ')[0] for row in rows] == [
+      '| real digits, one half against the other (the floor)', '| `configs/b.py`', '| `configs/a.py`',
+      '| uniform noise']
+  assert '| 50 (10.0× floor) |' in rows[1] and rows[1].endswith('| 1.0 min |') and '| 900 |' in rows[3]
+  with pytest.raises(ValueError, match='scored alike'):
+    quality_table.readme_table([_report('configs/a.py', 20.0), _report('configs/b.py', 9.0, num_samples=20)])
+  with pytest.raises(ValueError, match='no quality table markers'):
+    quality_table.with_readme_table('# a README without the markers\n', table)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--tabulate={empty}'], '--tabulate=DIR,... and --readme=FILE go together'),
+    (['--tabulate={empty}', '--readme={readme}'], 'holds no readable quality.json'),
+])
+def test_tabulate_bad_input_is_one_line_and_leaves_the_readme(tmp_path, args, message):
+  readme = tmp_path / 'README.md'
+  readme.write_text('# mine\n')
+  (tmp_path / 'empty').mkdir()
+  result = _quality(*[arg.format(empty=tmp_path / 'empty', readme=readme) for arg in args])
+  assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert message in result.stderr and readme.read_text() == '# mine\n'

@@ -40,8 +40,11 @@ def _mean_and_std(values: list[float]) -> dict[str, Any]:
 
 
 def _mean_spread(entry: dict[str, Any], show=None) -> str:
-  """`mean ± std`, or the mean alone for one seed."""
-  show = show or figure
+  """`mean ± std`, the std to the mean's decimals (or shown like it by `show`); the mean alone for one seed."""
+  if show is None:
+    mean = figure(entry['mean'])
+    decimals = len(mean.split('.')[1]) if '.' in mean and 'e' not in mean else 0
+    return mean + (f' ± {entry["std"]:.{decimals}f}' if entry['std'] is not None else '')
   return show(entry['mean']) + (f' ± {show(entry["std"])}' if entry['std'] is not None else '')
 
 
@@ -67,13 +70,64 @@ def markdown(config: str, overrides: list[str], summary: dict[str, dict[str, flo
   if 'train_wall_s' in summary:
     wall = summary['train_wall_s']
     lines.append(f'| training wall time (s) | {_mean_spread(wall, lambda v: f"{v:.0f}")} | | |')
+  lines += ['', 'README row (config | seeds | FID | precision | recall | rarest class | label accuracy | '
+            'nearest-train ratio | wall):', '', readme_row(title, summary, floor)]
+  return '\n'.join(lines) + '\n'
+
+
+README_COLUMNS = ('config', 'seeds', 'FID', 'precision', 'recall', 'rarest class', 'label accuracy',
+                  'nearest-train ratio', 'training time')
+_README_FIGURES = ('precision', 'recall', 'rarest_class_share', 'label_accuracy', 'nearest_train_ratio')
+README_BEGIN = '<!-- quality table: written by python -m aigc_jax.quality --tabulate; do not edit by hand -->'
+README_END = '<!-- end of quality table -->'
+
+
+def readme_row(title: str, summary: dict[str, dict[str, float]], floor: dict[str, Any]) -> str:
+  """One config's row of the README's quality table: each figure's mean ± std over seeds, FID also as a
+  multiple of the floor's, and the mean training time."""
+  n = max((entry['n'] for entry in summary.values()), default=0)
   fid, floor_fid = summary.get('fid'), metric(floor, 'fid')
   ratio = f' ({fid["mean"] / floor_fid:.1f}× floor)' if fid and floor_fid else ''
   cells = [f'{_mean_spread(fid)}{ratio}' if fid else '–']
-  for suffix in ('precision', 'recall', 'rarest_class_share', 'label_accuracy', 'nearest_train_ratio'):
-    cells.append(_mean_spread(summary[suffix]) if suffix in summary else '–')
+  cells += [_mean_spread(summary[suffix]) if suffix in summary else '–' for suffix in _README_FIGURES]
   wall = summary.get('train_wall_s')
   cells.append(f'{wall["mean"] / 60:.1f} min' if wall else '–')
-  lines += ['', 'README row (config | seeds | FID | precision | recall | rarest class | label accuracy | '
-            'nearest-train ratio | wall):', '', f'| {title} | {n} | ' + ' | '.join(cells) + ' |']
-  return '\n'.join(lines) + '\n'
+  return f'| {title} | {n} | ' + ' | '.join(cells) + ' |'
+
+
+def _reference_row(title: str, scores: dict[str, Any]) -> str:
+  """The floor's or noise's row: one evaluation, so no seeds and no training time."""
+  cells = [figure(metric(scores, suffix)) for suffix in ('fid', *_README_FIGURES)]
+  return f'| {title} | – | ' + ' | '.join(cells) + ' | – |'
+
+
+def readme_table(reports: list[dict[str, Any]]) -> str:
+  """The README's quality table from the protocol's `quality.json` reports: the real-halves floor, one row
+  per report in the given order, and uniform noise. Raises ValueError if the reports were not scored alike
+  (another feature network or other sample counts), since their figures would not compare."""
+  if not reports:
+    raise ValueError('no quality report to tabulate')
+  first = reports[0]['floor']
+  for report in reports[1:]:
+    floor = report['floor']
+    if (floor.get('feature_network'), floor.get('num_samples'), floor.get('num_reference')) != (
+        first.get('feature_network'), first.get('num_samples'), first.get('num_reference')):
+      raise ValueError(f'the report of {report["config"]} was scored with {floor.get("feature_network")}, '
+                       f'{floor.get("num_samples")} vs {floor.get("num_reference")} images, the first with '
+                       f'{first.get("feature_network")}, {first.get("num_samples")} vs {first.get("num_reference")}; '
+                       'allowed: reports scored alike')
+  lines = ['| ' + ' | '.join(README_COLUMNS) + ' |', '|' + ' --- |' * len(README_COLUMNS),
+           _reference_row('real digits, one half against the other (the floor)', first)]
+  for report in reports:
+    title = f'`{report["config"]}`' + (f' `{" ".join(report["overrides"])}`' if report['overrides'] else '')
+    lines.append(readme_row(title, report['summary'], report['floor']))
+  lines.append(_reference_row('uniform noise', reports[0]['noise']))
+  return '\n'.join(lines)
+
+
+def with_readme_table(readme: str, table: str) -> str:
+  """`readme` with the text between its quality-table markers replaced by `table`; ValueError without them."""
+  begin, end = readme.find(README_BEGIN), readme.find(README_END)
+  if begin < 0 or end < begin:
+    raise ValueError(f'no quality table markers: a line {README_BEGIN!r}, later a line {README_END!r}')
+  return readme[:begin + len(README_BEGIN)] + '\n' + table + '\n' + readme[end:]
