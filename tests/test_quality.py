@@ -66,7 +66,7 @@ def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, t
   rows = [line for line in text.splitlines() if line.startswith('| ')]
   assert rows[0].startswith('| config | seeds | FID |') and len(rows) == 4  # header, floor, the run, noise
   assert rows[2].startswith('| `configs/mlp_gan_mnist.py` `--config.data.dir=') and ' | 2 | ' in rows[2]
-  assert f"{report['summary']['fid']['mean']:.3g} ± " in rows[2] and '× floor)' in rows[2]
+  assert f"| {quality_table.figure(report['summary']['fid']['mean'])} ± " in rows[2] and '× floor)' in rows[2]
   assert (tmp_path / 'docs' / 'images' / 'quality.png').read_bytes() == (root / 'samples.png').read_bytes()
 
 
