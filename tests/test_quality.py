@@ -63,7 +63,7 @@ def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, t
   assert tabulated.returncode == 0, tabulated.stderr[-3000:]
   text = readme.read_text()
   assert 'old table' not in text and text.startswith('# Results\n') and text.endswith('\n\nMore.\n')
-  rows = [line for line in text.splitlines() if line.startswith('| ')]
+  rows = [line for line in text.splitlines() if line.startswith('| ') and not line.startswith('| ---')]
   assert rows[0].startswith('| config | seeds | FID |') and len(rows) == 4  # header, floor, the run, noise
   assert rows[2].startswith('| `configs/mlp_gan_mnist.py` `--config.data.dir=') and ' | 2 | ' in rows[2]
   assert f"| {quality_table.figure(report['summary']['fid']['mean'])} ± " in rows[2] and '× floor)' in rows[2]
