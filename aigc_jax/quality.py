@@ -10,7 +10,7 @@ It writes, under DIR:
 - `seedS.log`: the training command and its console output; `seedS.json`: its wall time and scores;
 - `quality.json`: every seed, the floor, noise, and mean ± sample std over seeds of each metric;
 - `quality.md`: the same as a Markdown table, and one row for the README's quality table;
-- `samples.png`: 64 samples from seed 0's generator.
+- `samples.png`: 100 samples from seed 0's generator (a class-conditional one's: one class per row).
 
 `python -m aigc_jax.quality --tabulate=DIR1,DIR2,... --readme=README.md` trains nothing: it rewrites the
 table between the README's quality-table markers from those runs' `quality.json` (the floor, one row per
@@ -178,7 +178,7 @@ def main(argv: list[str]) -> None:
     first = per_seed[0]['workdir']
     floor = _scores(_run(_module('evaluate', f'--workdir={first}', '--baseline=real_halves')))
     noise = _scores(_run(_module('evaluate', f'--workdir={first}', '--baseline=noise', '--reference=half')))
-    _run(_module('sample', f'--workdir={first}', '--num_samples=64', f'--output={os.path.join(root, "samples.png")}'))
+    _run(_module('sample', f'--workdir={first}', '--num_samples=100', f'--output={os.path.join(root, "samples.png")}'))
   except RunFailed as e:
     cli.fail(str(e), status=cli.EXIT_RUN_FAILED)
   summary = quality_table.summarise(per_seed)

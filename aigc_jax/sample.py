@@ -5,8 +5,9 @@ has one; `--config.gan.sample_with_ema=False` for the raw one; a VAE's: its deco
 `FILE.npz` holds `images`, uint8 `[N, H, W, C]`; `FILE.png` a grid. `--seed` picks the latents,
 `--truncation=T` draws them from a normal truncated to
 [-T, T] (0: off), `--interpolate=K` writes N strips of K images each along the great circle between two
-latents (PNG only), `--label=K` asks a class-conditional model for class K (without it, each image or strip
-gets a class drawn uniformly from `--seed`; the `.npz` then also holds `labels`). Bad input ends with one
+latents (PNG only), `--label=K` asks a class-conditional model for class K (without it, a PNG grid shows one
+class per row, as training's grids do, and each image of an `.npz` or strip gets a class drawn uniformly from
+`--seed`; the `.npz` then also holds `labels`). Bad input ends with one
 `error:` line and exit status 2, before anything is written.
 """
 import os
@@ -109,10 +110,14 @@ def main(argv: list[str]) -> None:
     cli.fail(f'--label={_LABEL.value} is not allowed; allowed: a class in [0, {num_classes - 1}]')
   z = latents(_SEED.value, _NUM_SAMPLES.value, run.config.model.latent_dim, truncation=_TRUNCATION.value,
               interpolate=_INTERPOLATE.value)
-  labels = (sample_labels(_SEED.value, _NUM_SAMPLES.value, num_classes, label=_LABEL.value,
-                          interpolate=_INTERPOLATE.value) if num_classes else None)
-  images = restored_run.generate_images(run, z, labels)
   output = os.path.abspath(_OUTPUT.value)
+  labels = None
+  if num_classes and _LABEL.value is None and not _INTERPOLATE.value and not output.endswith('.npz'):
+    labels = image_grid.row_labels(_NUM_SAMPLES.value, num_classes)  # a grid: one class per row, as in training
+  elif num_classes:
+    labels = sample_labels(_SEED.value, _NUM_SAMPLES.value, num_classes, label=_LABEL.value,
+                           interpolate=_INTERPOLATE.value)
+  images = restored_run.generate_images(run, z, labels)
   os.makedirs(os.path.dirname(output), exist_ok=True)
   if output.endswith('.npz'):
     np.savez(output, images=images, **({} if labels is None else {'labels': labels}))

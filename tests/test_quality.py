@@ -50,7 +50,7 @@ def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, t
   assert 0 <= report['summary']['rarest_class_share']['mean'] <= 0.1
   assert report['summary']['nearest_train_ratio']['mean'] > 0
   grid = np.asarray(Image.open(root / 'samples.png'))
-  assert grid.shape == (2 + 8 * 30, 2 + 8 * 30)  # 64 images of 28 + 2 padding
+  assert grid.shape == (2 + 10 * 30, 2 + 10 * 30)  # 100 images of 28 + 2 padding
   table = (root / 'quality.md').read_text()
   assert '| FID |' in table and '× floor' in table
   assert table in result.stdout and 'seed 1: trained in' in result.stdout
