@@ -119,7 +119,7 @@ def test_the_readme_table_has_the_floor_each_run_in_order_and_noise():
   assert [row.split(' | ')[0] for row in rows] == [
       '| real digits, one half against the other (the floor)', '| `configs/b.py`', '| `configs/a.py`',
       '| uniform noise']
-  assert '| 50 (10.0× floor) |' in rows[1] and rows[1].endswith('| 1.0 min |') and '| 900 |' in rows[3]
+  assert '| 50.0 (10.0× floor) |' in rows[1] and rows[1].endswith('| 1.0 min |') and '| 900 |' in rows[3]
   with pytest.raises(ValueError, match='scored alike'):
     quality_table.readme_table([_report('configs/a.py', 20.0), _report('configs/b.py', 9.0, num_samples=20)])
   with pytest.raises(ValueError, match='no quality table markers'):

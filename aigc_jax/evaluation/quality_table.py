@@ -49,10 +49,11 @@ def _mean_spread(entry: dict[str, Any], show=None) -> str:
 
 
 def figure(value: float | None) -> str:
-  """A table cell: three significant digits below 100, whole numbers above, '–' for none."""
+  """A table cell: three significant digits below 100 (trailing zeros kept), whole numbers above, '–' for
+  none."""
   if value is None:
     return '–'
-  return f'{value:.3g}' if abs(value) < 100 else f'{value:.0f}'
+  return f'{value:#.3g}' if abs(value) < 100 else f'{value:.0f}'
 
 
 def markdown(config: str, overrides: list[str], summary: dict[str, dict[str, float]], floor: dict[str, Any],
