@@ -14,7 +14,8 @@ It writes, under DIR:
 
 `python -m aigc_jax.quality --tabulate=DIR1,DIR2,... --readme=README.md` trains nothing: it rewrites the
 table between the README's quality-table markers from those runs' `quality.json` (the floor, one row per
-run in that order, noise) and copies each run's `samples.png` to `docs/images/<root's name>.png` beside it.
+run in that order, noise), the held-out likelihoods of the VAE runs among them between its likelihood-table
+markers, and copies each run's `samples.png` to `docs/images/<root's name>.png` beside it.
 
 Re-running with the same config and overrides reuses the seeds that finished (their `seedS.json`) and
 resumes an interrupted run from its checkpoints (its wall time is then not recorded). Exit status: 0 when
@@ -117,13 +118,15 @@ def tabulate(roots: list[str], readme_path: str) -> None:
     try:
       with open(os.path.join(root, 'quality.json')) as f:
         reports.append(json.load(f))
+      quality_table.check_report(reports[-1])
     except (OSError, ValueError) as e:
       cli.fail(f'--tabulate: {root} holds no readable quality.json ({one_line(e)}); allowed: roots of '
                'finished quality runs')
   try:
     with open(readme_path) as f:
       readme = f.read()
-    readme = quality_table.with_readme_table(readme, quality_table.readme_table(reports))
+    readme = quality_table.with_readme_table(readme, quality_table.readme_table(reports),
+                                             quality_table.likelihood_table(reports))
   except (OSError, ValueError) as e:
     cli.fail(f'--readme={readme_path}: {one_line(e)}')
   images = os.path.join(os.path.dirname(os.path.abspath(readme_path)), 'docs', 'images')

@@ -126,14 +126,40 @@ def test_the_readme_table_has_the_floor_each_run_in_order_and_noise():
     quality_table.with_readme_table('# a README without the markers\n', table)
 
 
+def _vae_report(nlls, elbos):
+  seeds = [{'seed': i, 'train_wall_s': 60.0, 'scores': {
+      'feature_network': 'digits_classifier-v1', 'digits_classifier_fid': 80.0, 'num_samples': 10,
+      'num_reference': 10, 'heldout_nll': nll, 'heldout_neg_elbo': elbo, 'heldout_importance_samples': 1000}}
+      for i, (nll, elbo) in enumerate(zip(nlls, elbos))]
+  return {**_report('configs/vae.py', 80.0), 'seeds': seeds, 'summary': quality_table.summarise(seeds)}
+
+
+def test_the_likelihood_table_has_each_vae_run_and_only_those():
+  reports = [_report('configs/gan.py', 50.0), _vae_report([93.5, 94.7], [101.9, 103.1])]
+  table = quality_table.likelihood_table(reports)
+  assert table.splitlines()[2:] == ['| `configs/vae.py` | 2 | 1,000 | 94.1 ± 0.8 | 102.5 ± 0.8 |']
+  assert quality_table.likelihood_table(reports[:1]) is None
+  readme = (f'{quality_table.README_BEGIN}\n{quality_table.README_END}\n'
+            f'{quality_table.LIKELIHOOD_BEGIN}\nold\n{quality_table.LIKELIHOOD_END}\n')
+  written = quality_table.with_readme_table(readme, 'T', table)
+  assert 'old' not in written and f'{quality_table.LIKELIHOOD_BEGIN}\n{table}\n' in written
+  with pytest.raises(ValueError, match='no likelihood table markers'):
+    quality_table.with_readme_table(f'{quality_table.README_BEGIN}\n{quality_table.README_END}\n', 'T', table)
+
+
 @pytest.mark.parametrize('args, message', [
     (['--tabulate={empty}'], '--tabulate=DIR,... and --readme=FILE go together'),
     (['--tabulate={empty}', '--readme={readme}'], 'holds no readable quality.json'),
+    (['--tabulate={unfinished}', '--readme={readme}'], 'not a finished quality report: it lacks floor, noise'),
 ])
 def test_tabulate_bad_input_is_one_line_and_leaves_the_readme(tmp_path, args, message):
   readme = tmp_path / 'README.md'
   readme.write_text('# mine\n')
   (tmp_path / 'empty').mkdir()
-  result = _quality(*[arg.format(empty=tmp_path / 'empty', readme=readme) for arg in args])
+  (tmp_path / 'unfinished').mkdir()
+  (tmp_path / 'unfinished' / 'quality.json').write_text(json.dumps(
+      {'config': 'configs/x.py', 'overrides': [], 'seeds': [], 'summary': {}}))
+  result = _quality(*[arg.format(empty=tmp_path / 'empty', unfinished=tmp_path / 'unfinished', readme=readme)
+                     for arg in args])
   assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
   assert message in result.stderr and readme.read_text() == '# mine\n'

@@ -102,6 +102,10 @@ def _reference_row(title: str, scores: dict[str, Any]) -> str:
   return f'| {title} | – | ' + ' | '.join(cells) + ' | – |'
 
 
+def _title(report: dict[str, Any]) -> str:
+  return f'`{report["config"]}`' + (f' `{" ".join(report["overrides"])}`' if report['overrides'] else '')
+
+
 def readme_table(reports: list[dict[str, Any]]) -> str:
   """The README's quality table from the protocol's `quality.json` reports: the real-halves floor, one row
   per report in the given order, and uniform noise. Raises ValueError if the reports were not scored alike
@@ -120,15 +124,54 @@ def readme_table(reports: list[dict[str, Any]]) -> str:
   lines = ['| ' + ' | '.join(README_COLUMNS) + ' |', '|' + ' --- |' * len(README_COLUMNS),
            _reference_row('real digits, one half against the other (the floor)', first)]
   for report in reports:
-    title = f'`{report["config"]}`' + (f' `{" ".join(report["overrides"])}`' if report['overrides'] else '')
-    lines.append(readme_row(title, report['summary'], report['floor']))
+    lines.append(readme_row(_title(report), report['summary'], report['floor']))
   lines.append(_reference_row('uniform noise', reports[0]['noise']))
   return '\n'.join(lines)
 
 
-def with_readme_table(readme: str, table: str) -> str:
-  """`readme` with the text between its quality-table markers replaced by `table`; ValueError without them."""
-  begin, end = readme.find(README_BEGIN), readme.find(README_END)
+LIKELIHOOD_BEGIN = ('<!-- likelihood table: written by python -m aigc_jax.quality --tabulate; '
+                    'do not edit by hand -->')
+LIKELIHOOD_END = '<!-- end of likelihood table -->'
+_REPORT_KEYS = ('config', 'overrides', 'seeds', 'floor', 'noise', 'summary')
+
+
+def check_report(report: Any) -> None:
+  """ValueError unless `report` has the fields of a protocol's `quality.json`."""
+  missing = [key for key in _REPORT_KEYS if not isinstance(report, dict) or key not in report]
+  if missing:
+    raise ValueError(f'not a finished quality report: it lacks {", ".join(missing)}')
+
+
+def likelihood_table(reports: list[dict[str, Any]]) -> str | None:
+  """The held-out likelihoods of the reports that have them (VAEs): negative log-likelihood by importance
+  sampling (IWAE bound) and negative ELBO, mean ± std over seeds; None when no report has them."""
+  rows = []
+  for report in reports:
+    summary = report['summary']
+    if 'heldout_nll' not in summary:
+      continue
+    counts = {seed['scores'].get('heldout_importance_samples') for seed in report['seeds']}
+    k = f'{counts.pop():,}' if len(counts) == 1 and None not in counts else 'mixed'
+    nats = lambda suffix: _mean_spread(summary[suffix], lambda v: f'{v:.1f}') if suffix in summary else '–'
+    rows.append(f'| {_title(report)} | {summary["heldout_nll"]["n"]} | {k} | {nats("heldout_nll")} | '
+                f'{nats("heldout_neg_elbo")} |')
+  if not rows:
+    return None
+  return '\n'.join(['| config | seeds | importance samples | held-out NLL (nats) | held-out negative ELBO (nats) |',
+                    '| --- | --- | --- | --- | --- |', *rows])
+
+
+def _replace_between(text: str, begin_marker: str, end_marker: str, content: str, what: str) -> str:
+  begin, end = text.find(begin_marker), text.find(end_marker)
   if begin < 0 or end < begin:
-    raise ValueError(f'no quality table markers: a line {README_BEGIN!r}, later a line {README_END!r}')
-  return readme[:begin + len(README_BEGIN)] + '\n' + table + '\n' + readme[end:]
+    raise ValueError(f'no {what} markers: a line {begin_marker!r}, later a line {end_marker!r}')
+  return text[:begin + len(begin_marker)] + '\n' + content + '\n' + text[end:]
+
+
+def with_readme_table(readme: str, table: str, likelihoods: str | None = None) -> str:
+  """`readme` with the text between its quality-table markers replaced by `table`, and, when given, between
+  its likelihood-table markers by `likelihoods`; ValueError when the markers are missing."""
+  readme = _replace_between(readme, README_BEGIN, README_END, table, 'quality table')
+  if likelihoods is not None:
+    readme = _replace_between(readme, LIKELIHOOD_BEGIN, LIKELIHOOD_END, likelihoods, 'likelihood table')
+  return readme
