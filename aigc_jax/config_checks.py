@@ -85,6 +85,8 @@ MODEL_FIELDS: Schema = {
     'weight_init': ((str,), lambda v: v in WEIGHT_INITS, ', '.join(WEIGHT_INITS)),
     'hierarchical_latent': ((bool,), None, 'True or False'),
     'shared_embedding_dim': ((int,), lambda v: v >= 0, 'an integer >= 0 (0 = per-layer class embeddings)'),
+    'discriminator_dropout': ((type(None), int, float), lambda v: v is None or 0 <= v < 1,
+                              "a number in [0, 1), or None (the family's rate)"),
 }
 GAN_FIELDS: Schema = {
     'loss': ((str,), lambda v: v in GAN_LOSSES, ', '.join(GAN_LOSSES)),

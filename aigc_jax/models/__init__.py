@@ -36,6 +36,7 @@ GAN_FAMILIES: dict[str, Callable[..., Gan]] = {
 # `config.model` fields a family reads beyond name and width_multiplier. Fields of FAMILY_SPECIFIC_FIELDS
 # a family does not list must keep their defaults (config_checks says so in one line).
 FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
+    'dcgan': dcgan.OPTIONS,
     'sngan_resnet': sngan_resnet.OPTIONS,
     'biggan': biggan.OPTIONS + ('latent_dim',),
 }
@@ -44,6 +45,7 @@ LAYERED_FAMILIES = ('dcgan',)
 FAMILY_SPECIFIC_FIELDS: dict[str, object] = {  # field -> its "not used" default
     'conditional': False, 'base_channels': 0, 'depth_multiplier': 1, 'attention_resolution': 0,
     'weight_init': 'default', 'hierarchical_latent': False, 'shared_embedding_dim': 0,
+    'discriminator_dropout': None,
 }
 
 
