@@ -13,11 +13,13 @@ for the EMA params ("standing statistics") removes that mismatch for one forward
 step, and only for generators that have such variables (none for `mlp`). Before the start step the EMA
 copies the generator's variables along with its params.
 """
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+
+from aigc_jax.config_errors import ConfigError
 
 
 def ema_decay_at(step: jax.Array, *, decay: float, start_step: int) -> jax.Array:
@@ -42,3 +44,16 @@ def samples_from_ema(config: ml_collections.ConfigDict) -> bool:
   """Whether sample grids, evaluation and the sample/evaluate tools use the EMA generator (the default
   when the run has one; `--config.gan.sample_with_ema=False` asks for the raw generator)."""
   return enabled(config) and config.gan.sample_with_ema
+
+
+def check_matches_checkpoint(config: ml_collections.ConfigDict, saved: Mapping[str, Any], where: str,
+                             otherwise: str) -> None:
+  """A one-line ConfigError when `config` turns the EMA on or off against the checkpoint's saved config
+  (its train state has, or lacks, the EMA generator: no config change can add or remove it); the error
+  allows the saved choice, or `otherwise`."""
+  saved_decay = saved.get('gan', {}).get('ema_decay', 0)
+  if (saved_decay > 0) != enabled(config):
+    raise ConfigError(f'config.gan.ema_decay={config.gan.ema_decay!r} turns the generator EMA '
+                      f'{"on" if enabled(config) else "off"}, but the checkpoint in {where} was trained with '
+                      f'ema_decay={saved_decay!r}; allowed: ema_decay {"> 0" if saved_decay > 0 else "0"}, '
+                      f'or {otherwise}')

@@ -13,9 +13,12 @@ It writes, under DIR:
 - `samples.png`: 100 samples from seed 0's generator (a class-conditional one's: one class per row).
 
 `python -m aigc_jax.quality --tabulate=DIR1,DIR2,... --readme=README.md` trains nothing: it rewrites the
-table between the README's quality-table markers from those runs' `quality.json` (the floor, one row per
-run in that order, noise), the held-out likelihoods of the VAE runs among them between its likelihood-table
-markers, and copies each run's `samples.png` to `docs/images/<root's name>.png` beside it.
+table between the README's quality-table markers from those runs' `quality.json` (the floor, the rows
+already there with each given run's row replacing its config's, new runs after them, noise), the held-out
+likelihoods of the VAE runs among them between its likelihood-table markers, and publishes each run beside
+the README: its `quality.json` as `docs/quality/<root's name>.json` and its `samples.png` as
+`docs/images/<root's name>.png`. A published report can be given in place of its root, so the table can be
+rebuilt after the runs are gone: `--tabulate=docs/quality/default.json,...`.
 
 Re-running with the same config and overrides reuses the seeds that finished (their `seedS.json`) and
 resumes an interrupted run from its checkpoints (its wall time is then not recorded). Exit status: 0 when
@@ -39,8 +42,9 @@ from aigc_jax.evaluation import quality_table
 _CONFIG = flags.DEFINE_string('config', None, 'The config file to measure, e.g. configs/default.py.')
 _ROOT = flags.DEFINE_string('root', None, 'Directory for the runs (DIR/seedS) and the results.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0..N-1, one training run each.')
-_TABULATE = flags.DEFINE_list('tabulate', None, 'Roots of finished quality runs: write their table into --readme '
-                              'instead of training, and copy each samples.png to docs/images/<root name>.png.')
+_TABULATE = flags.DEFINE_list('tabulate', None, 'Roots of finished quality runs (or their published reports, '
+                              'docs/quality/<name>.json): write their rows into --readme\'s tables instead of '
+                              'training, and publish each report and sample grid under docs/.')
 _README = flags.DEFINE_string('readme', None, 'With --tabulate: the Markdown file whose quality table to rewrite.')
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,32 +115,49 @@ def measure_seed(config: str, overrides: list[str], root: str, seed: int) -> dic
   return record
 
 
-def tabulate(roots: list[str], readme_path: str) -> None:
-  """Rewrites the quality table of `readme_path` from the runs under `roots`, and their sample grids."""
+def _report_path(source: str) -> str:
+  """A --tabulate entry's quality.json: the entry itself when it is a .json file, else DIR/quality.json."""
+  return source if source.endswith('.json') else os.path.join(source, 'quality.json')
+
+
+def _published_name(source: str) -> str:
+  """The name a run is published under: its root's name, or the report file's name without .json."""
+  return os.path.basename(os.path.normpath(source)).removesuffix('.json')
+
+
+def tabulate(sources: list[str], readme_path: str) -> None:
+  """Rewrites the quality tables of `readme_path` from the reports of `sources` (protocol roots, or reports
+  published before), keeping the rows of other configs, and publishes each report and sample grid beside
+  the README: `docs/quality/<name>.json`, `docs/images/<name>.png`."""
   reports = []
-  for root in roots:
+  for source in sources:
     try:
-      with open(os.path.join(root, 'quality.json')) as f:
+      with open(_report_path(source)) as f:
         reports.append(json.load(f))
       quality_table.check_report(reports[-1])
     except (OSError, ValueError) as e:
-      cli.fail(f'--tabulate: {root} holds no readable quality.json ({one_line(e)}); allowed: roots of '
-               'finished quality runs')
+      cli.fail(f'--tabulate: {source} holds no readable quality.json ({one_line(e)}); allowed: roots of '
+               'finished quality runs, or their published docs/quality/<name>.json')
   try:
     with open(readme_path) as f:
       readme = f.read()
-    readme = quality_table.with_readme_table(readme, quality_table.readme_table(reports),
-                                             quality_table.likelihood_table(reports))
+    current = quality_table.between(readme, quality_table.README_BEGIN, quality_table.README_END)
+    readme = quality_table.with_readme_table(
+        readme, quality_table.readme_table(reports, current),
+        quality_table.likelihood_table(
+            reports, quality_table.between(readme, quality_table.LIKELIHOOD_BEGIN, quality_table.LIKELIHOOD_END)))
   except (OSError, ValueError) as e:
     cli.fail(f'--readme={readme_path}: {one_line(e)}')
-  images = os.path.join(os.path.dirname(os.path.abspath(readme_path)), 'docs', 'images')
-  for root in roots:
-    grid = os.path.join(root, 'samples.png')
-    if os.path.exists(grid):
-      os.makedirs(images, exist_ok=True)
-      target = os.path.join(images, os.path.basename(os.path.normpath(root)) + '.png')
-      shutil.copyfile(grid, target)
-      print(f'{grid} -> {target}')
+  docs = os.path.join(os.path.dirname(os.path.abspath(readme_path)), 'docs')
+  for source in sources:
+    name = _published_name(source)
+    for found, folder, suffix in ((_report_path(source), 'quality', '.json'),
+                                  (os.path.join(source, 'samples.png'), 'images', '.png')):
+      target = os.path.join(docs, folder, name + suffix)
+      if os.path.exists(found) and not (os.path.exists(target) and os.path.samefile(found, target)):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(found, target)
+        print(f'{found} -> {target}')
   with open(readme_path + '.tmp', 'w') as f:
     f.write(readme)
   os.replace(readme_path + '.tmp', readme_path)

@@ -66,15 +66,6 @@ def open_checkpoints(workdir: str) -> checkpointing.Checkpointer:
   return checkpointer
 
 
-def _check_ema(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> None:
-  saved_ema = saved.get('gan', {}).get('ema_decay', 0)
-  if (saved_ema > 0) != ema_lib.enabled(config):
-    raise ConfigError(f'config.gan.ema_decay={config.gan.ema_decay!r} does not match the checkpoint\'s '
-                      f'{saved_ema!r}, whose '
-                      f'train state {"has" if saved_ema > 0 else "lacks"} an EMA generator; allowed: leave ema_decay '
-                      'as saved (--config.gan.sample_with_ema=False samples the raw generator)')
-
-
 def _recorded_info(workdir: str, config: ml_collections.ConfigDict) -> input_pipeline.DatasetInfo | None:
   """What training recorded about the data in `workdir`, if it was recorded for the data `config` names."""
   try:
@@ -114,7 +105,9 @@ def restore(workdir: str, overrides: Mapping[str, Any], step: int | None = None,
         continue
       config = run_config(saved, overrides)
       config_checks.validate(config, device_count=jax.device_count(), process_count=jax.process_count())
-      _check_ema(config, saved)
+      ema_lib.check_matches_checkpoint(
+          config, saved, workdir, 'no --config.gan.ema_decay (--config.gan.sample_with_ema=False samples the '
+          'raw generator)')
       key = json.dumps(config.to_dict(), sort_keys=True, default=str)
       if key not in built:
         info = None if needs_data else _recorded_info(workdir, config)

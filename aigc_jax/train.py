@@ -152,14 +152,7 @@ def _check_resume_compatible(config: ml_collections.ConfigDict, saved: dict, whe
     raise ConfigError(f'config.{name} changed since the checkpoint in {where} (was {old!r}, now {new!r}), which '
                       f'would silently change the run; use the old value, another workdir, or '
                       f'--config.allow_config_change=True')
-  saved_ema = _lookup(saved, 'gan.ema_decay')
-  saved_ema = 0 if saved_ema is _ABSENT else saved_ema
-  if (saved_ema > 0) != ema_lib.enabled(config):
-    # Not a choice allow_config_change can make: the saved train state has (or lacks) the EMA generator.
-    raise ConfigError(f'config.gan.ema_decay={config.gan.ema_decay!r} turns the generator EMA '
-                      f'{"on" if ema_lib.enabled(config) else "off"}, but the checkpoint in {where} was trained '
-                      f'with ema_decay={saved_ema!r}; allowed: ema_decay {"> 0" if saved_ema > 0 else "0"} here, '
-                      'or another workdir')
+  ema_lib.check_matches_checkpoint(config, saved, where, 'another workdir')
   for name, old, new in changed:
     logging.warning('config.%s changed since the checkpoint (%r -> %r): allowed by allow_config_change; '
                     'the data order restarts', name, old, new)

@@ -68,6 +68,15 @@ def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, t
   assert rows[2].startswith('| `configs/mlp_gan_mnist.py` `--config.data.dir=') and ' | 2 | ' in rows[2]
   assert f"| {quality_table.figure(report['summary']['fid']['mean'])} ± " in rows[2] and '× floor)' in rows[2]
   assert (tmp_path / 'docs' / 'images' / 'quality.png').read_bytes() == (root / 'samples.png').read_bytes()
+  # The report is published beside the README, and rebuilds the same table once the run is gone.
+  published = tmp_path / 'docs' / 'quality' / 'quality.json'
+  assert json.loads(published.read_text()) == report
+  readme.write_text(f'{quality_table.README_BEGIN}\nold table\n{quality_table.README_END}\n')
+  rebuilt = _quality(f'--tabulate={published}', f'--readme={readme}')
+  assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+  tables = [quality_table.between(t, quality_table.README_BEGIN, quality_table.README_END)
+            for t in (text, readme.read_text())]
+  assert tables[0] == tables[1] and tables[0].count('\n') == 4
 
 
 @pytest.mark.parametrize('args, message', [
@@ -126,6 +135,22 @@ def test_the_readme_table_has_the_floor_each_run_in_order_and_noise():
     quality_table.with_readme_table('# a README without the markers\n', table)
 
 
+def test_tabulating_some_runs_keeps_the_other_rows_of_the_table():
+  table = quality_table.readme_table([_report('configs/b.py', 50.0), _report('configs/a.py', 20.0)])
+  updated = quality_table.readme_table([_report('configs/a.py', 10.0), _report('configs/c.py', 30.0)], table)
+  titles = [row.split(' | ')[0] for row in updated.splitlines()[2:]]
+  assert titles == ['| real digits, one half against the other (the floor)', '| `configs/b.py`', '| `configs/a.py`',
+                    '| `configs/c.py`', '| uniform noise']
+  assert updated.splitlines()[3] == table.splitlines()[3]  # b's row, as it was
+  assert '| 10.0 (2.0× floor) |' in updated.splitlines()[4] and '| 30.0 (6.0× floor) |' in updated.splitlines()[5]
+  # Kept rows must compare with the new ones: a report scored against another floor is refused...
+  other_floor = {**_report('configs/a.py', 10.0), 'floor': {**_report('x', 1.0)['floor'], 'digits_classifier_fid': 6.0}}
+  with pytest.raises(ValueError, match="the table's floor row .* differs from these reports'"):
+    quality_table.readme_table([other_floor], table)
+  # ...unless it replaces every row of the table.
+  assert '(1.7× floor)' in quality_table.readme_table([other_floor, {**other_floor, 'config': 'configs/b.py'}], table)
+
+
 def _vae_report(nlls, elbos):
   seeds = [{'seed': i, 'train_wall_s': 60.0, 'scores': {
       'feature_network': 'digits_classifier-v1', 'digits_classifier_fid': 80.0, 'num_samples': 10,
@@ -139,6 +164,9 @@ def test_the_likelihood_table_has_each_vae_run_and_only_those():
   table = quality_table.likelihood_table(reports)
   assert table.splitlines()[2:] == ['| `configs/vae.py` | 2 | 1,000 | 94.1 ± 0.8 | 102.5 ± 0.8 |']
   assert quality_table.likelihood_table(reports[:1]) is None
+  other = {**_vae_report([90.0], [99.0]), 'config': 'configs/vae2.py'}
+  assert quality_table.likelihood_table([other], table).splitlines()[2:] == [
+      '| `configs/vae.py` | 2 | 1,000 | 94.1 ± 0.8 | 102.5 ± 0.8 |', '| `configs/vae2.py` | 1 | 1,000 | 90.0 | 99.0 |']
   readme = (f'{quality_table.README_BEGIN}\n{quality_table.README_END}\n'
             f'{quality_table.LIKELIHOOD_BEGIN}\nold\n{quality_table.LIKELIHOOD_END}\n')
   written = quality_table.with_readme_table(readme, 'T', table)

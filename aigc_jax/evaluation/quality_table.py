@@ -106,10 +106,12 @@ def _title(report: dict[str, Any]) -> str:
   return f'`{report["config"]}`' + (f' `{" ".join(report["overrides"])}`' if report['overrides'] else '')
 
 
-def readme_table(reports: list[dict[str, Any]]) -> str:
+def readme_table(reports: list[dict[str, Any]], current: str | None = None) -> str:
   """The README's quality table from the protocol's `quality.json` reports: the real-halves floor, one row
-  per report in the given order, and uniform noise. Raises ValueError if the reports were not scored alike
-  (another feature network or other sample counts), since their figures would not compare."""
+  per report in the given order, and uniform noise. With `current` (the table now in the README), the rows
+  of configs without a report here are kept in their places, and a report's row replaces its config's.
+  Raises ValueError if the reports were not scored alike (another feature network or other sample counts),
+  or not like the kept rows (another floor), since their figures would not compare."""
   if not reports:
     raise ValueError('no quality report to tabulate')
   first = reports[0]['floor']
@@ -121,12 +123,33 @@ def readme_table(reports: list[dict[str, Any]]) -> str:
                        f'{floor.get("num_samples")} vs {floor.get("num_reference")} images, the first with '
                        f'{first.get("feature_network")}, {first.get("num_samples")} vs {first.get("num_reference")}; '
                        'allowed: reports scored alike')
-  lines = ['| ' + ' | '.join(README_COLUMNS) + ' |', '|' + ' --- |' * len(README_COLUMNS),
-           _reference_row('real digits, one half against the other (the floor)', first)]
-  for report in reports:
-    lines.append(readme_row(_title(report), report['summary'], report['floor']))
-  lines.append(_reference_row('uniform noise', reports[0]['noise']))
-  return '\n'.join(lines)
+  floor_row = _reference_row(FLOOR_TITLE, first)
+  rows = {_title(report): readme_row(_title(report), report['summary'], report['floor']) for report in reports}
+  kept = _config_rows(current, (FLOOR_TITLE, NOISE_TITLE)) if current else []
+  if any(title not in rows for title, _ in kept):
+    current_floor = dict(_config_rows(current, ())).get(FLOOR_TITLE)
+    if current_floor != floor_row:
+      raise ValueError(f'the table\'s floor row ({current_floor}) differs from these reports\' ({floor_row}), so '
+                       'its other rows would not compare; allowed: reports scored like the table, or '
+                       '--tabulate with every run of the table')
+  body = [rows.pop(title, row) for title, row in kept] + list(rows.values())
+  return '\n'.join(['| ' + ' | '.join(README_COLUMNS) + ' |', '|' + ' --- |' * len(README_COLUMNS), floor_row,
+                    *body, _reference_row(NOISE_TITLE, reports[0]['noise'])])
+
+
+FLOOR_TITLE = 'real digits, one half against the other (the floor)'
+NOISE_TITLE = 'uniform noise'
+
+
+def _config_rows(table: str, leave_out: tuple[str, ...]) -> list[tuple[str, str]]:
+  """(title, row) of each data row of a Markdown table, in order, but those titled as in `leave_out`."""
+  rows = []
+  for line in table.splitlines()[2:]:
+    if line.startswith('| '):
+      title = line[2:].split(' | ')[0]
+      if title not in leave_out:
+        rows.append((title, line))
+  return rows
 
 
 LIKELIHOOD_BEGIN = ('<!-- likelihood table: written by python -m aigc_jax.quality --tabulate; '
@@ -142,10 +165,11 @@ def check_report(report: Any) -> None:
     raise ValueError(f'not a finished quality report: it lacks {", ".join(missing)}')
 
 
-def likelihood_table(reports: list[dict[str, Any]]) -> str | None:
+def likelihood_table(reports: list[dict[str, Any]], current: str | None = None) -> str | None:
   """The held-out likelihoods of the reports that have them (VAEs): negative log-likelihood by importance
-  sampling (IWAE bound) and negative ELBO, mean ± std over seeds; None when no report has them."""
-  rows = []
+  sampling (IWAE bound) and negative ELBO, mean ± std over seeds; None when no report has them. With
+  `current` (the table now in the README), rows of configs without a report here are kept."""
+  rows = {}
   for report in reports:
     summary = report['summary']
     if 'heldout_nll' not in summary:
@@ -153,12 +177,14 @@ def likelihood_table(reports: list[dict[str, Any]]) -> str | None:
     counts = {seed['scores'].get('heldout_importance_samples') for seed in report['seeds']}
     k = f'{counts.pop():,}' if len(counts) == 1 and None not in counts else 'mixed'
     nats = lambda suffix: _mean_spread(summary[suffix], lambda v: f'{v:.1f}') if suffix in summary else '–'
-    rows.append(f'| {_title(report)} | {summary["heldout_nll"]["n"]} | {k} | {nats("heldout_nll")} | '
-                f'{nats("heldout_neg_elbo")} |')
+    rows[_title(report)] = (f'| {_title(report)} | {summary["heldout_nll"]["n"]} | {k} | {nats("heldout_nll")} | '
+                            f'{nats("heldout_neg_elbo")} |')
   if not rows:
     return None
+  kept = _config_rows(current, ()) if current else []
+  body = [rows.pop(title, row) for title, row in kept] + list(rows.values())
   return '\n'.join(['| config | seeds | importance samples | held-out NLL (nats) | held-out negative ELBO (nats) |',
-                    '| --- | --- | --- | --- | --- |', *rows])
+                    '| --- | --- | --- | --- | --- |', *body])
 
 
 def _replace_between(text: str, begin_marker: str, end_marker: str, content: str, what: str) -> str:
@@ -166,6 +192,12 @@ def _replace_between(text: str, begin_marker: str, end_marker: str, content: str
   if begin < 0 or end < begin:
     raise ValueError(f'no {what} markers: a line {begin_marker!r}, later a line {end_marker!r}')
   return text[:begin + len(begin_marker)] + '\n' + content + '\n' + text[end:]
+
+
+def between(text: str, begin_marker: str, end_marker: str) -> str | None:
+  """The text between two marker lines, or None when they are missing."""
+  begin, end = text.find(begin_marker), text.find(end_marker)
+  return text[begin + len(begin_marker):end].strip('\n') if 0 <= begin < end else None
 
 
 def with_readme_table(readme: str, table: str, likelihoods: str | None = None) -> str:
