@@ -1,6 +1,7 @@
 """The evaluator, the digits classifier, the in-training hook, and the evaluate and sample CLIs, on real
 offline digits with a quickly trained classifier in a temporary cache."""
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -38,6 +39,20 @@ def test_digits_classifier_trains_once_learns_and_is_reused(tfds_data_dir, eval_
   again = digits_classifier.load_or_train(eval_cache, data_dir=tfds_data_dir, steps=_CLASSIFIER_STEPS)
   assert os.stat(params_file).st_mtime_ns == written and again.test_accuracy == first.test_accuracy
   jax.tree.map(np.testing.assert_array_equal, again.params, first.params)
+
+
+def test_the_published_classifier_is_loaded_not_trained_and_has_its_recorded_accuracy(tfds_data_dir, eval_cache,
+                                                                                     tmp_path):
+  # The default recipe's weights ship with the package: the same figures on every machine, nothing trained.
+  published = digits_classifier.load_or_train(str(tmp_path), data_dir=tfds_data_dir, steps=600)
+  assert not os.listdir(tmp_path)
+  config = digits_classifier._digits_config(tfds_data_dir)  # pylint: disable=protected-access
+  test_images = input_pipeline.real_images(config, input_pipeline.get_builder(config), 'test')
+  assert digits_classifier.accuracy(published.params, *test_images) == published.test_accuracy >= 0.95
+  with open(os.path.join(digits_classifier.PUBLISHED_DIR, published.recipe, 'params.msgpack'), 'rb') as f:
+    assert published.fingerprint == hashlib.sha256(f.read()).hexdigest()[:12]
+  other = digits_classifier.load_or_train(eval_cache, data_dir=tfds_data_dir, steps=_CLASSIFIER_STEPS)
+  assert other.fingerprint != published.fingerprint and other.recipe != published.recipe
 
 
 def _evaluate_fresh_state(config, devices):

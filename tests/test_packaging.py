@@ -48,6 +48,8 @@ def test_the_installed_package_trains_from_another_folder(tmp_path, tfds_data_di
   assert install.returncode == 0, install.stderr[-2000:]
   assert (target / 'aigc_jax' / 'models' / 'dcgan.py').exists() and (target / 'configs' / 'default.py').exists()
   assert not (target / 'tests').exists()
+  # The digits classifier's published weights travel with the package, so its scores match the repository's.
+  assert list((target / 'aigc_jax' / 'evaluation' / 'digits_classifier_weights').glob('*/params.msgpack'))
   # A user's own config, building on the installed ones, run from a folder outside the repository.
   (elsewhere / 'my_config.py').write_text(
       'from configs import base\n\n\ndef get_config():\n  config = base.get_config()\n'

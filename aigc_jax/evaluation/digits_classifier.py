@@ -2,9 +2,15 @@
 
 Its penultimate layer (128-d) gives FID/KID/precision-recall features and its softmax the Inception-Score
 predictions. Scores computed with it are "digits-classifier" scores: comparable with each other, never with
-Inception FID. It is trained once, deterministically from a seed, and cached as msgpack under
-`<cache_dir>/digits_classifier/<recipe>/`, with its test accuracy beside it in `info.json`.
+Inception FID.
+
+The default recipe's weights (600 steps from seed 0) ship with the package, in
+`digits_classifier_weights/<recipe>/`: trained on one machine, so that digits-classifier figures compare
+across machines (XLA's float arithmetic differs between CPUs, and so would weights trained on each). Other
+recipes are trained once, deterministically from a seed, and cached as msgpack under
+`<cache_dir>/digits_classifier/<recipe>/`, with their test accuracy beside them in `info.json`.
 """
+import hashlib
 import json
 import os
 from typing import Any, NamedTuple
@@ -39,10 +45,14 @@ class DigitsClassifier(nn.Module):
     return features, nn.Dense(NUM_CLASSES)(features)
 
 
+PUBLISHED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'digits_classifier_weights')
+
+
 class Trained(NamedTuple):
   params: Any
   test_accuracy: float
-  recipe: str  # the cache key: identifies these weights in reference-statistics keys too
+  recipe: str       # the cache key: names these weights in the scores' feature_network
+  fingerprint: str  # of the weights' bytes: keys the cached reference statistics, so other weights never reuse them
 
 
 def apply(params: Any, images: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -84,18 +94,23 @@ def _digits_config(data_dir: str | None) -> ml_collections.ConfigDict:
                                              'label_key': 'label', 'image_size': 0}})
 
 
+def _fingerprint(payload: bytes) -> str:
+  return hashlib.sha256(payload).hexdigest()[:12]
+
+
 def load_or_train(cache_dir: str, *, data_dir: str | None, steps: int, seed: int = 0) -> Trained:
-  """The classifier trained for `steps` from `seed` on mnist5k's train split: from the cache, or trained
-  now (seconds to a minute on a CPU) and cached."""
+  """The classifier trained for `steps` from `seed` on mnist5k's train split: the published weights of that
+  recipe, else from the cache, else trained now (seconds to a minute on a CPU) and cached."""
   recipe = f'mnist5k-v{_RECIPE_VERSION}-steps{steps}-seed{seed}'
-  directory = os.path.join(cache_dir, 'digits_classifier', recipe)
-  params_path, info_path = os.path.join(directory, 'params.msgpack'), os.path.join(directory, 'info.json')
   template = jax.eval_shape(lambda: DigitsClassifier().init(jax.random.key(0), jnp.zeros((1,) + IMAGE_SHAPE)))
-  if os.path.exists(params_path) and os.path.exists(info_path):
-    with open(params_path, 'rb') as f:
-      params = flax.serialization.from_bytes(jax.tree.map(np.zeros_like, template)['params'], f.read())
-    with open(info_path) as f:
-      return Trained(params, json.load(f)['test_accuracy'], recipe)
+  for directory in (os.path.join(PUBLISHED_DIR, recipe), os.path.join(cache_dir, 'digits_classifier', recipe)):
+    params_path, info_path = os.path.join(directory, 'params.msgpack'), os.path.join(directory, 'info.json')
+    if os.path.exists(params_path) and os.path.exists(info_path):
+      with open(params_path, 'rb') as f:
+        payload = f.read()
+      params = flax.serialization.from_bytes(jax.tree.map(np.zeros_like, template)['params'], payload)
+      with open(info_path) as f:
+        return Trained(params, json.load(f)['test_accuracy'], recipe, _fingerprint(payload))
 
   config = _digits_config(data_dir)
   builder = input_pipeline.get_builder(config)
@@ -103,13 +118,14 @@ def load_or_train(cache_dir: str, *, data_dir: str | None, steps: int, seed: int
   params = _train(*input_pipeline.real_images(config, builder, 'train'), steps=steps, seed=seed)
   test_accuracy = accuracy(params, *input_pipeline.real_images(config, builder, 'test'))
   logging.info('digits classifier test accuracy: %.4f', test_accuracy)
+  payload = flax.serialization.to_bytes(params)
   if jax.process_index() == 0:
     os.makedirs(directory, exist_ok=True)
     # Write-then-rename: a concurrent or interrupted run never sees half a file.
-    for path, payload in ((params_path, flax.serialization.to_bytes(params)),
+    for path, content in ((params_path, payload),
                           (info_path, json.dumps({'test_accuracy': test_accuracy, 'steps': steps, 'seed': seed,
                                                   'dataset': 'mnist5k/train'}).encode())):
       with open(path + '.tmp', 'wb') as f:
-        f.write(payload)
+        f.write(content)
       os.replace(path + '.tmp', path)
-  return Trained(params, test_accuracy, recipe)
+  return Trained(params, test_accuracy, recipe, _fingerprint(payload))

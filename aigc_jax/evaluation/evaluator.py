@@ -43,6 +43,7 @@ class FeatureNetwork(NamedTuple):
   apply: Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]  # (variables, images) -> (features, logits)
   variables: Any
   dataset_classes: int = 0  # > 0 when its logits are the dataset's own classes (class shares, label accuracy)
+  fingerprint: str = ''     # of the weights, where weights_id alone does not pin them: in the cache key too
 
 
 def cache_dir(config: ml_collections.ConfigDict) -> str:
@@ -50,7 +51,8 @@ def cache_dir(config: ml_collections.ConfigDict) -> str:
 
 
 def load_feature_network(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> FeatureNetwork:
-  """The configured feature network with its weights (the digits classifier is trained on first use)."""
+  """The configured feature network with its weights (the digits classifier's published ones, or trained on
+  first use for another recipe)."""
   name = config.eval.feature_network
   if name == 'digits_classifier':
     if tuple(image_shape) != digits_classifier.IMAGE_SHAPE:
@@ -59,7 +61,7 @@ def load_feature_network(config: ml_collections.ConfigDict, image_shape: tuple[i
     trained = digits_classifier.load_or_train(cache_dir(config), data_dir=config.data.dir,
                                               steps=config.eval.classifier_train_steps)
     return FeatureNetwork(name, f'digits_classifier-{trained.recipe}', digits_classifier.apply, trained.params,
-                          dataset_classes=digits_classifier.NUM_CLASSES)
+                          dataset_classes=digits_classifier.NUM_CLASSES, fingerprint=trained.fingerprint)
   path = inception.weights_path(config.eval.inception_weights)
   return FeatureNetwork(name, inception.network_id(path), inception.apply, inception.load_variables(path))
 
@@ -172,7 +174,8 @@ class Evaluator:
   def _split_features(self, builder, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Features and class probabilities of a real split, cached on disk."""
     config = self._config
-    key = '-'.join([config.data.name, split, f'size{config.data.image_size}', f'n{limit}', self.network.weights_id])
+    key = '-'.join([config.data.name, split, f'size{config.data.image_size}', f'n{limit}', self.network.weights_id,
+                    *([self.network.fingerprint] if self.network.fingerprint else [])])
     path = os.path.join(cache_dir(config), 'reference', re.sub(r'[^A-Za-z0-9_.-]', '_', key) + '.npz')
     if os.path.exists(path):
       with np.load(path) as cached:
