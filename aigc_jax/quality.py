@@ -18,7 +18,8 @@ already there with each given run's row replacing its config's, new runs after t
 likelihoods of the VAE runs among them between its likelihood-table markers, and publishes each run beside
 the README: its `quality.json` as `docs/quality/<root's name>.json` and its `samples.png` as
 `docs/images/<root's name>.png`. A published report can be given in place of its root, so the table can be
-rebuilt after the runs are gone: `--tabulate=docs/quality/default.json,...`.
+rebuilt after the runs are gone: `--tabulate=docs/quality/default.json,...`. With `--nokeep_other_rows` the
+tables hold the given runs only.
 
 Re-running with the same config and overrides reuses the seeds that finished (their `seedS.json`) and
 resumes an interrupted run from its checkpoints (its wall time is then not recorded). Exit status: 0 when
@@ -46,6 +47,8 @@ _TABULATE = flags.DEFINE_list('tabulate', None, 'Roots of finished quality runs 
                               'docs/quality/<name>.json): write their rows into --readme\'s tables instead of '
                               'training, and publish each report and sample grid under docs/.')
 _README = flags.DEFINE_string('readme', None, 'With --tabulate: the Markdown file whose quality table to rewrite.')
+_KEEP_OTHER_ROWS = flags.DEFINE_boolean('keep_other_rows', True, 'With --tabulate: keep the rows of configs not '
+                                        'given; --nokeep_other_rows writes a table of the given runs only.')
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,10 +128,10 @@ def _published_name(source: str) -> str:
   return os.path.basename(os.path.normpath(source)).removesuffix('.json')
 
 
-def tabulate(sources: list[str], readme_path: str) -> None:
+def tabulate(sources: list[str], readme_path: str, keep_other_rows: bool = True) -> None:
   """Rewrites the quality tables of `readme_path` from the reports of `sources` (protocol roots, or reports
-  published before), keeping the rows of other configs, and publishes each report and sample grid beside
-  the README: `docs/quality/<name>.json`, `docs/images/<name>.png`."""
+  published before), keeping the rows of other configs unless `keep_other_rows` is False, and publishes each
+  report and sample grid beside the README: `docs/quality/<name>.json`, `docs/images/<name>.png`."""
   reports = []
   for source in sources:
     try:
@@ -141,11 +144,10 @@ def tabulate(sources: list[str], readme_path: str) -> None:
   try:
     with open(readme_path) as f:
       readme = f.read()
-    current = quality_table.between(readme, quality_table.README_BEGIN, quality_table.README_END)
+    kept = lambda begin, end: quality_table.between(readme, begin, end) if keep_other_rows else None
     readme = quality_table.with_readme_table(
-        readme, quality_table.readme_table(reports, current),
-        quality_table.likelihood_table(
-            reports, quality_table.between(readme, quality_table.LIKELIHOOD_BEGIN, quality_table.LIKELIHOOD_END)))
+        readme, quality_table.readme_table(reports, kept(quality_table.README_BEGIN, quality_table.README_END)),
+        quality_table.likelihood_table(reports, kept(quality_table.LIKELIHOOD_BEGIN, quality_table.LIKELIHOOD_END)))
   except (OSError, ValueError) as e:
     cli.fail(f'--readme={readme_path}: {one_line(e)}')
   docs = os.path.join(os.path.dirname(os.path.abspath(readme_path)), 'docs')
@@ -168,7 +170,7 @@ def main(argv: list[str]) -> None:
   if _TABULATE.value or _README.value:
     if not (_TABULATE.value and _README.value) or _CONFIG.value or _ROOT.value or len(argv) > 1:
       cli.fail('--tabulate=DIR,... and --readme=FILE go together, without --config, --root or overrides')
-    tabulate(_TABULATE.value, _README.value)
+    tabulate(_TABULATE.value, _README.value, _KEEP_OTHER_ROWS.value)
     return
   overrides = list(argv[1:])
   bad = [arg for arg in overrides if not arg.startswith('--config.')]

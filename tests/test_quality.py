@@ -71,12 +71,15 @@ def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, t
   # The report is published beside the README, and rebuilds the same table once the run is gone.
   published = tmp_path / 'docs' / 'quality' / 'quality.json'
   assert json.loads(published.read_text()) == report
-  readme.write_text(f'{quality_table.README_BEGIN}\nold table\n{quality_table.README_END}\n')
-  rebuilt = _quality(f'--tabulate={published}', f'--readme={readme}')
+  # With --nokeep_other_rows, the rows of other configs go.
+  table = quality_table.between(text, quality_table.README_BEGIN, quality_table.README_END)
+  assert table.count('\n') == 4
+  other_row = '| `configs/other.py` | 3 | 9.00 | – | – | – | – | – | 1.0 min |'
+  with_other = table.replace('\n| uniform noise', f'\n{other_row}\n| uniform noise')
+  readme.write_text(f'{quality_table.README_BEGIN}\n{with_other}\n{quality_table.README_END}\n')
+  rebuilt = _quality(f'--tabulate={published}', f'--readme={readme}', '--nokeep_other_rows')
   assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-  tables = [quality_table.between(t, quality_table.README_BEGIN, quality_table.README_END)
-            for t in (text, readme.read_text())]
-  assert tables[0] == tables[1] and tables[0].count('\n') == 4
+  assert quality_table.between(readme.read_text(), quality_table.README_BEGIN, quality_table.README_END) == table
 
 
 @pytest.mark.parametrize('args, message', [
