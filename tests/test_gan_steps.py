@@ -85,12 +85,17 @@ def test_sharded_over_8_devices_equals_1_device(tiny_config, model, eight_point_
   # of one step (summation order, 1 vs 8 devices) move a few pre-activations across LeakyReLU's kink in the
   # next, which changed the dcgan's small gradient elements by up to ~5e-3 of the largest after two steps
   # (measured): chaos, not a sharding error, and it needed loose tolerances that could hide one.
+  # Within a step Adam moves each parameter by about learning_rate * sign(gradient), so the few whose
+  # gradient is at rounding level may move either way: those (at most 0.1 %) may differ by 2 x the rate.
+  rate = tiny_config.optimizer.learning_rate
   state = jax.device_get(one_init)
   for batch in batches:
     one, one_metrics = jax.device_get(one_step(state, batch, jax.random.key(7)))
     eight, eight_metrics = jax.device_get(eight_step(state, batch, jax.random.key(7)))
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
-      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+      apart = ~np.isclose(a, b, rtol=2e-4, atol=2e-5)
+      assert apart.mean() <= 1e-3 and np.all(np.abs(a - b)[apart] <= 2 * rate + 2e-5), (
+          f'{apart.sum()} of {apart.size} elements differ, by up to {np.max(np.abs(a - b))}')
     for name in one_metrics:
       np.testing.assert_allclose(one_metrics[name], eight_metrics[name], rtol=2e-4, atol=2e-5)
     state = one
