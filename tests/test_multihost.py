@@ -146,17 +146,17 @@ def test_two_processes_match_one_resume_across_process_counts_and_stop_together(
   k = Launch(2, 4, _flags(config, k_dir, num_train_steps=100_000, checkpoint_every_steps=1)
              + ['--peer_timeout=3'], tmp_path / 'k_logs', **cache)
   try:
-    # C, while the others run.
-    config.num_train_steps = 3
-    config.checkpoint_every_steps = config.sample_every_steps = 100
-    plain = jax.device_get(train.train_and_evaluate(config, str(tmp_path / 'c')))
-
     k.wait_until(lambda: _committed_steps(k_dir) and _committed_steps(k_dir)[-1] >= 3, 'checkpoint 3 of K')
     _, victim = k.pids()
     os.kill(victim, signal.SIGKILL)
     killed_at = time.time()
     k_status = k.wait()
     survivor_s = time.time() - killed_at
+
+    # C, while B runs (after K, so that K stops within B's 14 steps however loaded the machine is).
+    config.num_train_steps = 3
+    config.checkpoint_every_steps = config.sample_every_steps = 100
+    plain = jax.device_get(train.train_and_evaluate(config, str(tmp_path / 'c')))
     b_status = b.wait()
   finally:
     for run in (b, k):
@@ -182,8 +182,8 @@ def test_two_processes_match_one_resume_across_process_counts_and_stop_together(
 
   # 2 processes x 4 devices end with exactly the params (and optimiser state) of 1 process x 8 devices.
   k_steps = _committed_steps(k_dir)
-  assert k_steps[:3] == [1, 2, 3]
-  for step in [s for s in k_steps if s <= 14]:  # K may run past B's 14 steps while this process trains C
+  assert k_steps[:3] == [1, 2, 3], sorted(os.listdir(os.path.join(k_dir, 'checkpoints')))
+  for step in [s for s in k_steps if s <= 14]:  # K may run past B's 14 steps on a loaded machine
     _assert_bit_identical(_saved(k_dir, step, abstract), reference(step), f'2 processes vs 1, step {step}')
   # Without the distributed runtime, one process sums the devices' gradients in another order: the same
   # run up to float32 rounding (a different batch or step would move the params by ~1e-4).
