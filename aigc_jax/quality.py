@@ -153,8 +153,10 @@ def tabulate(sources: list[str], readme_path: str, keep_other_rows: bool = True)
   docs = os.path.join(os.path.dirname(os.path.abspath(readme_path)), 'docs')
   for source in sources:
     name = _published_name(source)
-    for found, folder, suffix in ((_report_path(source), 'quality', '.json'),
-                                  (os.path.join(source, 'samples.png'), 'images', '.png')):
+    published = [(_report_path(source), 'quality', '.json')]
+    if not source.endswith('.json'):  # a published report's grid is already docs/images/<name>.png
+      published.append((os.path.join(source, 'samples.png'), 'images', '.png'))
+    for found, folder, suffix in published:
       target = os.path.join(docs, folder, name + suffix)
       if os.path.exists(found) and not (os.path.exists(target) and os.path.samefile(found, target)):
         os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -17,7 +17,7 @@
 # Time: each row gets at most ROW_TIMEOUT seconds (default 150) and the rows together CHECK_SECONDS
 # (default 420 on a GPU, 900 with --smoke); rows left when that runs out are recorded as skipped.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 out='' wheels='' smoke=0
 while [[ $# -gt 0 ]]; do
@@ -141,7 +141,7 @@ for row in "${rows[@]}"; do
   done
 done
 for model in mlp dcgan; do
-  batch=$([[ $smoke == 1 ]] && echo 16 || ([[ $model == mlp ]] && echo 4096 || echo 1024))
+  if [[ $smoke == 1 ]]; then batch=16; elif [[ $model == mlp ]]; then batch=4096; else batch=1024; fi
   steps=$([[ $smoke == 1 ]] && echo 2 || echo 20)
   log=$(mktemp)
   echo "== pytorch $model b$batch ($torch_device)"

@@ -37,14 +37,14 @@ for ((i = 0; i < num_processes; i++)); do
   pids+=("$!")
   echo "process $i: pid $!, log $log_dir/process_$i.log"
 done
-# shellcheck disable=SC2317  # called by the trap
+# shellcheck disable=SC2317,SC2329  # called by the trap
 stop_all() { kill -s TERM "${pids[@]}" 2>/dev/null || true; }
 trap stop_all INT TERM
 tail -n +1 -f --pid="${pids[0]}" "$log_dir/process_0.log" &
 tail_pid=$!
 
 lost_a_peer() {
-  grep -qE "^error: process [0-9]+ of [0-9]+ .*; process $1 stops too$|terminate called after throwing an instance of 'gloo::" \
+  grep -qE "^error: process [0-9]+ of [0-9]+ .*; process $1 stops too$|terminate called after throwing an instance of 'gloo::|Terminating process because the JAX distributed service detected fatal errors" \
     "$log_dir/process_$1.log" 2>/dev/null
 }
 
@@ -53,6 +53,8 @@ status=0
 codes=()
 failed=
 failed_at=
+ended_so_far=()  # processes that ended with an error before one was named, in the order seen
+first_ended_at=
 remaining=("${!pids[@]}")
 while ((${#remaining[@]})); do
   if [[ -n $failed ]] && ((SECONDS - failed_at > ${STOP_AFTER_FAILURE:-60})); then
@@ -71,15 +73,24 @@ while ((${#remaining[@]})); do
     codes[i]=$code
     if ((code != 0)); then ended+=("$i"); fi
   done
-  if [[ -z $failed && ${#ended[@]} -gt 0 ]]; then
-    # Several may have ended between two polls. One that ended because it lost a peer (its own error line
-    # names the peer, or gloo aborted it on a closed connection) did not fail first when another ended too.
-    failed=${ended[0]}
-    for i in "${ended[@]}"; do
-      if ! lost_a_peer "$i"; then failed=$i; break; fi
-    done
-    status=${codes[failed]}
-    failed_at=$SECONDS
+  if [[ -z $failed ]]; then
+    # Several may end within a moment. One that ended because it lost a peer (its own error line names the
+    # peer, or gloo or JAX's client aborted it on a lost connection) did not fail first when another ended
+    # too, even one seen a poll later: such a process is named only when no other ends within 2 s.
+    ended_so_far+=("${ended[@]}")
+    if ((${#ended_so_far[@]})); then
+      first_ended_at=${first_ended_at:-$SECONDS}
+      for i in "${ended_so_far[@]}"; do
+        if ! lost_a_peer "$i"; then failed=$i; break; fi
+      done
+      if [[ -z $failed ]] && ((SECONDS - first_ended_at >= 2 || ${#running[@]} == 0)); then
+        failed=${ended_so_far[0]}
+      fi
+      if [[ -n $failed ]]; then
+        status=${codes[failed]}
+        failed_at=$SECONDS
+      fi
+    fi
   fi
   remaining=("${running[@]}")
   if ((${#remaining[@]})); then sleep 0.2; fi

@@ -265,10 +265,31 @@ os.abort()
 """
 
 
-def test_launcher_names_the_process_that_failed_not_the_peer_that_ended_with_it(tmp_path):
-  """Two processes that end within one of the launcher's polls: process 1 is killed and process 0 aborts on
-  the lost connection a moment later. The launcher names process 1 and exits with its status."""
-  (tmp_path / 'fake_peer.py').write_text(_PEER_THAT_ENDS_TOGETHER)
+# Process 1 sees the coordination service of process 0 fail and JAX's client aborts it; process 0 is reaped
+# a moment later (the order in which a launcher can see a killed coordinator and its survivor end).
+_SURVIVOR_SEEN_BEFORE_THE_COORDINATOR = """
+import os, signal, sys, time
+me = int([a for a in sys.argv if a.startswith('--process_id=')][0].split('=')[1])
+flag = os.path.join(os.environ['FLAG_DIR'], 'aborted')
+if me == 1:
+  print('F1207 client.h:80] Terminating process because the JAX distributed service detected fatal errors. '
+        'This most likely indicates that another task died', flush=True)
+  open(flag, 'w').close()
+  os.abort()
+while not os.path.exists(flag):
+  time.sleep(0.001)
+time.sleep(0.7)  # more than one of the launcher's polls
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize('fake,failed', [(_PEER_THAT_ENDS_TOGETHER, 1), (_SURVIVOR_SEEN_BEFORE_THE_COORDINATOR, 0)],
+                         ids=['peer_killed', 'coordinator_killed'])
+def test_launcher_names_the_process_that_failed_not_the_peer_that_ended_with_it(fake, failed, tmp_path):
+  """Two processes that end within a moment: one is killed and the other aborts on the lost connection (gloo's
+  abort, or JAX's client when the coordinator is gone), seen in the same poll or a poll before the killed one.
+  The launcher names the killed process and exits with its status."""
+  (tmp_path / 'fake_peer.py').write_text(fake)
   run = Launch(2, 1, [], tmp_path / 'logs', MODULE='fake_peer', PYTHONPATH=str(tmp_path), FLAG_DIR=str(tmp_path))
   try:
     status = run.wait()
@@ -276,7 +297,7 @@ def test_launcher_names_the_process_that_failed_not_the_peer_that_ended_with_it(
     run.kill()
   console = open(run.console).read()
   assert status == 128 + signal.SIGKILL, console
-  assert 'process 1 was killed by SIGKILL (status 137), the first to fail' in console, console
+  assert f'process {failed} was killed by SIGKILL (status 137), the first to fail' in console, console
 
 
 def _alive(pid: int) -> bool:
