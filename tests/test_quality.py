@@ -194,3 +194,23 @@ def test_tabulate_bad_input_is_one_line_and_leaves_the_readme(tmp_path, args, me
                      for arg in args])
   assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
   assert message in result.stderr and readme.read_text() == '# mine\n'
+
+
+def test_the_readme_tables_are_the_published_reports_tabulated():
+  """The README's quality and likelihood tables are regenerated from docs/quality/*.json, never edited by hand:
+  tabulating the published reports in the README's row order reproduces the README exactly."""
+  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
+    readme = f.read()
+  order = [row.split('`')[1] for row in quality_table.between(readme, quality_table.README_BEGIN,
+                                                               quality_table.README_END).splitlines()
+           if row.startswith('| `')]
+  reports = []
+  for config in order:
+    with open(os.path.join(REPO_ROOT, 'docs', 'quality', os.path.basename(config).removesuffix('.py') + '.json')) as f:
+      reports.append(json.load(f))
+  assert [r['config'] for r in reports] == order
+  regenerated = quality_table.with_readme_table(readme, quality_table.readme_table(reports),
+                                                quality_table.likelihood_table(reports))
+  assert regenerated == readme
+  for config in order:  # and each row has its picture
+    assert os.path.exists(os.path.join(REPO_ROOT, 'docs', 'images', os.path.basename(config).removesuffix('.py') + '.png'))
