@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from aigc_jax import config_checks, flops, gan_steps, image_grid, input_pipeline, losses, models, optimizers, train
 from aigc_jax import sharding as sharding_lib
@@ -424,10 +425,21 @@ def _sample(*args):
 
 def test_sample_cli_generates_the_asked_class(published_runs, tmp_path):
   workdir, _ = published_runs('biggan_mnist')
-  result = _sample(f'--workdir={workdir}', '--num_samples=6', '--label=3', f'--output={tmp_path}/three.npz')
+  result = _sample(f'--workdir={workdir}', '--num_samples=9', '--label=3', f'--output={tmp_path}/three.npz')
   assert result.returncode == 0, result.stderr[-3000:]
   with np.load(tmp_path / 'three.npz') as saved:
-    assert saved['images'].shape == (6, 28, 28, 1) and saved['labels'].tolist() == [3] * 6
+    assert saved['images'].shape == (9, 28, 28, 1) and saved['labels'].tolist() == [3] * 9
+    threes = saved['images']
+  # Without --label a PNG grid shows one class per row (3 rows over 10 classes: 0, 3, 6), from the same
+  # latents: its middle row is the class-3 samples of the same seed.
+  result = _sample(f'--workdir={workdir}', '--num_samples=9', f'--output={tmp_path}/grid.png')
+  assert result.returncode == 0, result.stderr[-3000:]
+  grid = np.asarray(Image.open(tmp_path / 'grid.png'), np.int32)
+  expected = image_grid.make_grid(threes.astype(np.float32) / 127.5 - 1.0)[..., 0].astype(np.int32)
+  assert grid.shape == expected.shape == (3 * 30 + 2, 3 * 30 + 2)
+  middle_row = slice(32, 32 + 28)
+  assert np.abs(grid[middle_row] - expected[middle_row]).max() <= 1
+  assert np.abs(grid[2:30] - expected[2:30]).max() > 1  # the first row is another class (0)
   result = _sample(f'--workdir={workdir}', '--num_samples=6', '--label=10', f'--output={tmp_path}/ten.npz')
   errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
