@@ -122,6 +122,25 @@ def test_space_to_depth_strided_conv_equals_plain_in_value_and_gradients(size, s
   _assert_same_values_and_gradients(fast, plain, (x, kernel), tolerance, second_order=True)
 
 
+def test_xla_conv_with_negative_padding_crops_and_its_gradients_stay_finite():
+  # XLA:CPU's convolution reads outside its input where a low padding is negative (openxla/xla#48713): the
+  # strided convolution's phase input gradient pads a 1x1 convolution by (-1, 1), and its kernel gradient came
+  # out as garbage, or NaN in CI on an Intel Xeon. Freed NaN buffers around each draw make such a read show.
+  dy, kernel = jax.random.normal(jax.random.key(0), (2, 3, 3, 4)), jax.random.normal(jax.random.key(1), (1, 1, 4, 16))
+  padding = ((-1, 1), (-1, 1))
+  cropped = lambda dy, k: jax.lax.conv_general_dilated(dy[:, 1:, 1:], k, (1, 1), ((0, 1), (0, 1)),
+                                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  expected_y, expected_vjp = jax.vjp(cropped, dy, kernel)
+  for draw in range(200):
+    freed = [jnp.full((size,), jnp.nan) for size in (64, 256, 1024, 4096)]
+    del freed
+    y, vjp = jax.vjp(lambda dy, k: subpixel.xla_conv(dy, k, padding), dy, kernel)
+    g = jax.random.normal(jax.random.key(draw), y.shape)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-6, atol=1e-6)
+    for a, b in zip(vjp(g), expected_vjp(g)):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
+
+
 @pytest.mark.parametrize('channels', [3, 16])   # XLA's input gradient and im2col's weight gradient; the phases'
 @pytest.mark.parametrize('kernel,stride,size', [(5, 2, 28), (4, 2, 8), (3, 3, 7)])
 def test_strided_conv_with_phase_input_gradient_equals_plain(kernel, stride, size, channels):

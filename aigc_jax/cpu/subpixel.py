@@ -55,7 +55,17 @@ def _union_window(kernel_size: int, stride: int) -> tuple[np.ndarray, tuple[int,
 
 
 def xla_conv(x: jax.Array, kernel: jax.Array, padding, precision=None) -> jax.Array:
-  """XLA's stride-1 convolution, NHWC and HWIO: the default `stride1_conv`."""
+  """XLA's stride-1 convolution, NHWC and HWIO: the default `stride1_conv`. Negative padding crops `x` first.
+
+  XLA:CPU's Eigen convolution reads outside its input when a low padding is negative (openxla/xla#48713, open
+  as of jaxlib 0.10.2): wrong values, NaNs where that memory holds them. Sliced first, it only ever pads."""
+  if not isinstance(padding, str):
+    padding = stride1_padding(padding, kernel.shape[:2])
+    crop = [(max(-before, 0), max(-after, 0)) for before, after in padding]
+    if any(c for pair in crop for c in pair):
+      (top, bottom), (left, right) = crop
+      x = x[:, top:x.shape[1] - bottom, left:x.shape[2] - right]
+      padding = [(max(before, 0), max(after, 0)) for before, after in padding]
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
                                       precision=precision)
 
@@ -153,8 +163,7 @@ def _conv_input_gradient(dy: jax.Array, kernel: jax.Array, stride: int, input_hw
       sub_kernel = jnp.swapaxes(kernel[np.ix_(row_taps, col_taps)], 2, 3)   # [h, w, F, C]
       padding = [(-row_offsets[0], phases_h - out_h + row_offsets[-1]),
                  (-col_offsets[0], phases_w - out_w + col_offsets[-1])]
-      row.append(jax.lax.conv_general_dilated(dy, sub_kernel, (1, 1), padding,
-                                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision))
+      row.append(xla_conv(dy, sub_kernel, padding, precision=precision))
     rows.append(jnp.stack(row, axis=3))               # [B, Qh, Qw, s(col), C]
   dx = jnp.stack(rows, axis=2).reshape(batch, phases_h * stride, phases_w * stride, channels)
   return dx[:, :input_hw[0], :input_hw[1]]
