@@ -9,8 +9,8 @@ input and one per stage, each concatenated with the embedding), the projection d
 norm in both networks, hinge loss, orthogonal initialisation, and an exponential moving average of G's
 weights that samples and evaluation use. At 28x28 G starts at 7x7 and up-samples twice (z: 3 chunks).
 The CPU budget is `configs/sngan_mnist.py`'s, which this config starts from: a quarter of the widths (ch
-16: both networks 64 channels here), one D update per G update with Adam(2e-4, b1=0.5, b2=0.999), 2,000
-steps of 64, and the EMA (decay 0.999) from half-way, as BigGAN's starts late (20,000 of 150,000 steps).
+16: both networks 64 channels here), one D update per G update with Adam(8e-4, b1=0.5, b2=0.999), 4,000
+steps of 32, and the EMA (decay 0.999) from half-way, as BigGAN's starts late (20,000 of 150,000 steps).
 `evaluate` reports `label_accuracy`: how often a sample drawn for class K is classified as K.
 """
 from configs import sngan_mnist
