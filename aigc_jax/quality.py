@@ -22,9 +22,12 @@ rebuilt after the runs are gone: `--tabulate=docs/quality/default.json,...`. Wit
 tables hold the given runs only.
 
 Re-running with the same config and overrides reuses the seeds that finished (their `seedS.json`) and
-resumes an interrupted run from its checkpoints (its wall time is then not recorded). Exit status: 0 when
-every seed trained and was scored, 1 when a run failed (the line names its log), 2 for bad input.
+resumes an interrupted run from its checkpoints (its wall time is then not recorded). A finished seed of
+another config file, another `get_config()` result (the file or one it imports was edited) or other
+overrides is refused, since its scores would be reported as this config's. Exit status: 0 when every seed
+trained and was scored, 1 when a run failed (the line names its log), 2 for bad input.
 """
+import hashlib
 import json
 import os
 import re
@@ -34,6 +37,7 @@ import sys
 import time
 from typing import Any
 
+import ml_collections
 from absl import app, flags
 
 from aigc_jax import cli
@@ -92,15 +96,44 @@ def _has_checkpoints(workdir: str) -> bool:
   return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
-def measure_seed(config: str, overrides: list[str], root: str, seed: int) -> dict[str, Any]:
-  """Trains (or reuses) seed `seed` and scores it against the floor's half; the seed's record."""
+def config_fingerprint(config: ml_collections.ConfigDict) -> str:
+  """A digest of every value of `config`: a finished seed is reused only under the config that trained it."""
+  return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _finished_seed(root: str, seed: int) -> dict[str, Any] | None:
+  path = os.path.join(root, f'seed{seed}.json')
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    cli.fail(f'--root: {path} cannot be read ({one_line(e)}); allowed: a new directory, or one a previous '
+             'quality run wrote')
+
+
+def check_finished_seeds(root: str, seeds: int, key: dict[str, Any]) -> None:
+  """Refuses a root whose finished seeds were trained under another config file, config or overrides."""
+  for seed in range(seeds):
+    record = _finished_seed(root, seed)
+    if record is not None and any(record.get(name) != value for name, value in key.items()):
+      changed = next(name for name, value in key.items() if record.get(name) != value)
+      what = {'config': 'another config file', 'config_fingerprint': 'another version of the config',
+              'overrides': 'other overrides'}[changed]
+      cli.fail(f'--root={root}: seed {seed} there was trained with {what} ({changed} {record.get(changed)!r}, '
+               f'now {key[changed]!r}); allowed: a new --root, or the config and overrides it was trained with')
+
+
+def measure_seed(key: dict[str, Any], root: str, seed: int) -> dict[str, Any]:
+  """Trains (or reuses) seed `seed` of `key` (config file, its fingerprint, overrides) and scores it against
+  the floor's half; the seed's record."""
+  config, overrides = key['config'], key['overrides']
   record_path = os.path.join(root, f'seed{seed}.json')
-  if os.path.exists(record_path):
-    with open(record_path) as f:
-      record = json.load(f)
-    if record.get('config') == config and record.get('overrides') == overrides:
-      print(f'seed {seed}: reusing {record_path}', flush=True)
-      return record
+  record = _finished_seed(root, seed)
+  if record is not None:
+    print(f'seed {seed}: reusing {record_path}', flush=True)
+    return record
   workdir = os.path.join(root, f'seed{seed}')
   resumed = _has_checkpoints(workdir)
   start = time.monotonic()
@@ -108,8 +141,7 @@ def measure_seed(config: str, overrides: list[str], root: str, seed: int) -> dic
        os.path.join(root, f'seed{seed}.log'))
   wall = None if resumed else time.monotonic() - start
   scores = _scores(_run(_module('evaluate', f'--workdir={workdir}', '--reference=half')))
-  record = {'config': config, 'overrides': overrides, 'seed': seed, 'workdir': workdir, 'train_wall_s': wall,
-            'resumed': resumed, 'scores': scores}
+  record = {**key, 'seed': seed, 'workdir': workdir, 'train_wall_s': wall, 'resumed': resumed, 'scores': scores}
   with open(record_path + '.tmp', 'w') as f:
     json.dump(record, f, indent=1)
   os.replace(record_path + '.tmp', record_path)
@@ -199,10 +231,12 @@ def main(argv: list[str]) -> None:
   if foreign:
     cli.fail(f'--root={_ROOT.value} holds {foreign[0]!r}, which this tool did not write; allowed: a new directory, '
              'or one a previous quality run wrote (its finished seeds are reused)')
+  key = {'config': config_path, 'config_fingerprint': config_fingerprint(config), 'overrides': overrides}
+  check_finished_seeds(root, _SEEDS.value, key)
   os.makedirs(root, exist_ok=True)
   print(f'quality of {config_name} over {_SEEDS.value} seed(s) under {root}', flush=True)
   try:
-    per_seed = [measure_seed(config_path, overrides, root, seed) for seed in range(_SEEDS.value)]
+    per_seed = [measure_seed(key, root, seed) for seed in range(_SEEDS.value)]
     first = per_seed[0]['workdir']
     floor = _scores(_run(_module('evaluate', f'--workdir={first}', '--baseline=real_halves')))
     noise = _scores(_run(_module('evaluate', f'--workdir={first}', '--baseline=noise', '--reference=half')))

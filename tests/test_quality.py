@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from aigc_jax.evaluation import quality_table
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, snapshot_files
 
 
 def _quality(*args):
@@ -29,8 +29,11 @@ def _tiny_overrides(data_dir, cache_dir):
 
 def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, tfds_data_dir, eval_cache):
   root = tmp_path / 'quality'
-  result = _quality('--config=configs/mlp_gan_mnist.py', f'--root={root}', '--seeds=2', '--',
-                    *_tiny_overrides(tfds_data_dir, eval_cache))
+  config_file = tmp_path / 'mlp_gan.py'  # the MLP GAN's config, in a file this test may edit
+  config_file.write_text('from configs import mlp_gan_mnist\n\ndef get_config():\n'
+                         '  return mlp_gan_mnist.get_config()\n')
+  overrides = _tiny_overrides(tfds_data_dir, eval_cache)
+  result = _quality(f'--config={config_file}', f'--root={root}', '--seeds=2', '--', *overrides)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(root / 'quality.json') as f:
     report = json.load(f)
@@ -65,7 +68,7 @@ def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, t
   assert 'old table' not in text and text.startswith('# Results\n') and text.endswith('\n\nMore.\n')
   rows = [line for line in text.splitlines() if line.startswith('| ') and not line.startswith('| ---')]
   assert rows[0].startswith('| config | seeds | FID |') and len(rows) == 4  # header, floor, the run, noise
-  assert rows[2].startswith('| `configs/mlp_gan_mnist.py` `--config.data.dir=') and ' | 2 | ' in rows[2]
+  assert rows[2].startswith(f'| `{config_file}` `--config.data.dir=') and ' | 2 | ' in rows[2]
   assert f"| {quality_table.figure(report['summary']['fid']['mean'])} ± " in rows[2] and '× floor)' in rows[2]
   assert (tmp_path / 'docs' / 'images' / 'quality.png').read_bytes() == (root / 'samples.png').read_bytes()
   # The report is published beside the README, and rebuilds the same table once the run is gone.
@@ -80,6 +83,20 @@ def test_two_seeds_give_a_mean_and_spread_beside_the_floor_and_noise(tmp_path, t
   rebuilt = _quality(f'--tabulate={published}', f'--readme={readme}', '--nokeep_other_rows')
   assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
   assert quality_table.between(readme.read_text(), quality_table.README_BEGIN, quality_table.README_END) == table
+
+  # Seeds trained under other overrides, or under an edited config, are never reported as this config's.
+  before = snapshot_files(root)
+  for args in (overrides[:-1], overrides + ['--config.optimizer.learning_rate=1e-4']):
+    refused = _quality(f'--config={config_file}', f'--root={root}', '--seeds=2', '--', *args)
+    assert refused.returncode == 2 and refused.stderr.startswith('error: ') and len(refused.stderr.splitlines()) == 1
+    assert 'seed 0 there was trained with other overrides' in refused.stderr
+  config_file.write_text(config_file.read_text().replace(
+      '  return mlp_gan_mnist.get_config()', '  config = mlp_gan_mnist.get_config()\n'
+      '  config.optimizer.learning_rate = 1e-4\n  return config'))
+  refused = _quality(f'--config={config_file}', f'--root={root}', '--seeds=1', '--', *overrides)
+  assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1
+  assert 'seed 0 there was trained with another version of the config' in refused.stderr
+  assert snapshot_files(root) == before
 
 
 @pytest.mark.parametrize('args, message', [
