@@ -152,6 +152,7 @@ VAE_FIELDS: Schema = {
     'heldout_split': ((str,), None, 'a TFDS split'),
     'heldout_every_steps': ((int,), *_positive),
     'iwae_samples': ((int,), lambda v: 0 <= v <= 100_000, 'an integer in [0, 100000]'),
+    'sample_temperature': ((int, float), lambda v: 0 < v <= 2, 'a number in (0, 2]'),
 }
 
 # The whole config: top-level fields and one group per concern (`configs/base.py` gives the defaults).

@@ -134,7 +134,8 @@ def _vae_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
   likelihood = vae_likelihood.likelihood_of(config)
   vae = models.create_vae(config, image_shape, learned_std=likelihood.learned_std)
   tx = optimizers.create_optimizer(config, 'vae')
-  generate = functools.partial(vae_steps.generate, vae=vae, likelihood=likelihood)
+  generate = functools.partial(vae_steps.generate, vae=vae, likelihood=likelihood,
+                               temperature=float(config.vae.sample_temperature))
   return Family(
       kind='vae', modules=vae,
       init_state=functools.partial(state_lib.init_vae_state, vae=vae, tx=tx, image_shape=image_shape,

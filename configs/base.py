@@ -119,4 +119,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.vae.heldout_split = 'test'       # split scored by the held-out negative ELBO (and reconstructed)
   config.vae.heldout_every_steps = 1_000  # held-out negative ELBO cadence (and at the end)
   config.vae.iwae_samples = 1_000         # `evaluate`: importance samples of the held-out NLL (IWAE bound); 0 = off
+  config.vae.sample_temperature = 1.0     # samples decode z ~ N(0, T^2 I): 1 = the prior; < 1 sharper, less varied
   return config

@@ -155,6 +155,17 @@ def test_vae_models_fit_digits_and_colour_images(model, image_shape):
     assert jax.eval_shape(family.generate, state, jax.ShapeDtypeStruct((5, 8), jnp.float32)).shape == (5,) + image_shape
 
 
+def test_sample_temperature_draws_latents_from_a_narrower_prior():
+  config = _vae_config(None)  # shapes only: no data read
+  state = families.create(config, IMAGE_SHAPE).init_state(jax.random.key(0))
+  z = jax.random.normal(jax.random.key(1), (6, config.model.latent_dim))
+  at_one = families.create(config, IMAGE_SHAPE).generate
+  config.vae.sample_temperature = 0.5
+  at_half = families.create(config, IMAGE_SHAPE).generate
+  np.testing.assert_allclose(at_half(state, z), at_one(state, 0.5 * z), atol=1e-6)
+  assert np.abs(np.asarray(at_half(state, z)) - np.asarray(at_one(state, z))).max() > 1e-3
+
+
 def _set_layer(params, prefix, pick, **values):
   """`params` with the Dense layer of `prefix` chosen by `pick` (over their sorted names) set to `values`."""
   name = pick(sorted(k for k in params[prefix] if k.startswith('Dense_')))
@@ -262,6 +273,7 @@ def test_vae_mlp_flops_are_close_to_xla_cost_analysis():
     ({'vae.gaussian_std': -0.1}, 'config.vae.gaussian_std=-0.1 is not allowed; allowed: a number > 0'),
     ({'vae.beta': -1.0}, 'config.vae.beta=-1.0 is not allowed; allowed: a number >= 0'),
     ({'vae.kl_warmup_steps': -5}, 'config.vae.kl_warmup_steps=-5 is not allowed'),
+    ({'vae.sample_temperature': 0.0}, 'config.vae.sample_temperature=0.0 is not allowed; allowed: a number in (0, 2]'),
     ({'gan.n_critic': 2}, "config.gan.n_critic=2 is not used by config.model.name='vae_conv'; allowed: 1"),
     ({'gan.ema_decay': 0.999}, "config.gan.ema_decay=0.999 is not used by config.model.name='vae_conv'; allowed: 0.0"),
 ])
