@@ -32,6 +32,8 @@ def configure(verbosity: int) -> None:
     return
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # TensorFlow's and XLA's C++ INFO lines
   _import_tensorflow_silently()
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (after TensorFlow's silent import)
+  tfds.disable_progress_bar()  # a dataset's first preparation would draw a dozen progress bars
   handler = logging.get_absl_handler()
   handler.setFormatter(std_logging.Formatter(_PREFIX, datefmt='%H:%M:%S'))
 

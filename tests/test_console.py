@@ -29,9 +29,9 @@ def _main(workdir, data_dir, cache_dir, *extra):
 
 
 @pytest.fixture(scope='module')
-def quiet_run(tmp_path_factory, tfds_data_dir, eval_cache):
+def quiet_run(tmp_path_factory, eval_cache):
   workdir = tmp_path_factory.mktemp('console') / 'run'
-  result = _main(workdir, tfds_data_dir, eval_cache)
+  result = _main(workdir, tmp_path_factory.mktemp('tfds'), eval_cache)  # a first run: it prepares the data too
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, (result.stdout + result.stderr).splitlines()
 
@@ -40,6 +40,10 @@ def test_the_console_prints_a_line_per_interval_and_evaluation_and_a_summary(qui
   workdir, all_lines = quiet_run
   # The digits classifier and the reference features are computed once per cache, with a line each time.
   lines = [line for line in all_lines if not re.search('digits classifier|computing reference features', line)]
+  # A first run prepares its dataset: one line of ours, no progress bars and no TFDS download lines.
+  preparing = [line for line in lines if ' preparing dataset mnist5k in ' in line]
+  assert len(preparing) == 1 and preparing[0].endswith('(once for this data_dir)'), '\n'.join(all_lines)
+  lines.remove(preparing[0])
   # Set-up (compile, devices), one line per interval, one per evaluation, the closing line; nothing else.
   assert len(lines) == 2 + _STEPS // _LOG_EVERY + _STEPS // 4 + 1, '\n'.join(all_lines)
   assert not [line for line in lines if re.search(r'oneDNN|tensorflow|Unable to initialize|dataset_info|'

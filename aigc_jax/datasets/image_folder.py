@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from aigc_jax.datasets.offline import OfflineBuilder
+
 PREFIX = 'folder:'
 EXTENSIONS = ('.png', '.jpg', '.jpeg')
 VERSION = tfds.core.Version('1.0.0')
@@ -120,7 +122,7 @@ class FolderConfig(tfds.core.BuilderConfig):
   shape: tuple[int, int, int] = (0, 0, 0)
 
 
-class ImageFolder(tfds.core.GeneratorBasedBuilder):
+class ImageFolder(OfflineBuilder):
   """One folder of images (see the module docstring); one builder config per folder content and shape."""
 
   VERSION = VERSION

