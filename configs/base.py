@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.weight_init = 'default'    # default (the family's) | orthogonal | normal (N(0, 0.02)) | xavier_uniform
   config.model.hierarchical_latent = False  # biggan: z split across G's input and stages
   config.model.shared_embedding_dim = 0   # biggan: shared class embedding size; 0 = per-layer class embeddings
-  config.model.discriminator_dropout = config_dict.placeholder(float)  # dcgan: D's dropout rate; None = 0.3
+  config.model.discriminator_dropout = config_dict.placeholder(float)  # D's dropout rate; None: dcgan 0.3, mlp 0
 
   # The GAN objective and its techniques, all inside the one compiled step (docs/gan_techniques.md); VAEs
   # refuse values other than these defaults.

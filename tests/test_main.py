@@ -105,8 +105,8 @@ REFUSED_VALUES = {
     'model.name': ('stylegan9', "config.model.name='stylegan9' is not allowed; allowed: mlp, dcgan"),
     'gan.loss': ('nope', "config.gan.loss='nope' is not allowed; allowed: non_saturating, minimax"),
     'gan.n_critic': (0, 'config.gan.n_critic=0 is not allowed; allowed: an integer >= 1'),
-    'model.discriminator_dropout': (0.1, "config.model.discriminator_dropout=0.1 is not used by "
-                                          "config.model.name='mlp'; allowed: None (models that use it: dcgan)"),
+    'model.hierarchical_latent': (True, "config.model.hierarchical_latent=True is not used by "
+                                        "config.model.name='mlp'; allowed: False (models that use it: biggan)"),
     'cpu_fast_path': ('on', "config.cpu_fast_path='on' is not allowed; allowed: auto, off"),
     'xla_compiler_options': ('autotune',
                              "config.xla_compiler_options='autotune' is not allowed; allowed: comma-separated"),

@@ -62,10 +62,12 @@ def test_dcgan_has_the_tutorials_layers():
       'Conv_0': (5, 5, 1, 64), 'Conv_1': (5, 5, 64, 128), 'Dense_0': (6272, 1)}
 
 
-@pytest.mark.parametrize('rate, differs', [(None, True), (0.0, False)])
-def test_dcgan_discriminator_dropout_is_the_tutorials_unless_set(rate, differs):
+@pytest.mark.parametrize('model, rate, differs', [('dcgan', None, True), ('dcgan', 0.0, False),
+                                                  ('mlp', None, False), ('mlp', 0.3, True)])
+def test_discriminator_dropout_is_the_tutorials_unless_set(model, rate, differs):
+  # The DCGAN tutorial's D has dropout 0.3, the first article's MLP D none (the second article's has 0.3).
   config = base.get_config()
-  config.model.name, config.model.discriminator_dropout = 'dcgan', rate
+  config.model.name, config.model.discriminator_dropout = model, rate
   discriminator = models.create_gan(config, (28, 28, 1)).discriminator
   images = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1), minval=-1, maxval=1)
   variables = discriminator.init(jax.random.key(1), images, train=False)

@@ -36,6 +36,7 @@ GAN_FAMILIES: dict[str, Callable[..., Gan]] = {
 # `config.model` fields a family reads beyond name and width_multiplier. Fields of FAMILY_SPECIFIC_FIELDS
 # a family does not list must keep their defaults (config_checks says so in one line).
 FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
+    'mlp': mlp.OPTIONS,
     'dcgan': dcgan.OPTIONS,
     'sngan_resnet': sngan_resnet.OPTIONS,
     'biggan': biggan.OPTIONS + ('latent_dim',),
