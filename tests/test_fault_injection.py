@@ -42,7 +42,7 @@ def _train_args(config, workdir, **overrides):
             'num_sample_images': config.num_sample_images, 'num_train_steps': config.num_train_steps,
             'checkpoint_every_steps': config.checkpoint_every_steps, 'sample_every_steps': 100_000,
             'log_every_steps': config.log_every_steps, **overrides}
-  return ['--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in fields.items()]
+  return ['--config=configs/base.py', f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in fields.items()]
 
 
 def _eval_flags(cache):

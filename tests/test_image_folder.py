@@ -94,7 +94,7 @@ def test_train_then_sample_from_the_command_line(tmp_path, tfds_data_dir):
   folder = _write_folder(tmp_path / 'images')
   workdir = tmp_path / 'run'
   result = subprocess.run(
-      [sys.executable, '-m', 'aigc_jax.main', '--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}',
+      [sys.executable, '-m', 'aigc_jax.main', '--config=configs/base.py', f'--workdir={workdir}',
        f'--config.data.name=folder:{folder}', f'--config.data.dir={tmp_path / "tfds"}', '--config.batch_size=16',
        '--config.model.width_multiplier=0.125', '--config.num_train_steps=2', '--config.num_sample_images=4'],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -48,7 +48,7 @@ def _flags(config, workdir, **overrides):
             'model.width_multiplier': config.model.width_multiplier, 'data.shuffle_buffer': config.data.shuffle_buffer,
             'num_sample_images': config.num_sample_images, 'log_every_steps': 1, 'sample_every_steps': 100_000,
             'keep_checkpoints': 100, **overrides}
-  return ['--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in fields.items()]
+  return ['--config=configs/base.py', f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in fields.items()]
 
 
 class Launch:
@@ -349,7 +349,7 @@ def test_bad_distributed_flags(case):
 
 def test_bad_distributed_flags_on_the_command_line_are_one_line_and_exit_2(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'aigc_jax.main', '--config=configs/mlp_gan_mnist.py', f'--workdir={tmp_path}/run',
+      [sys.executable, '-m', 'aigc_jax.main', '--config=configs/base.py', f'--workdir={tmp_path}/run',
        '--coordinator_address=localhost:1234', '--num_processes=2'],
       cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=WATCHDOG_S)
   assert result.returncode == 2

@@ -32,7 +32,7 @@ def _checkpoint_steps(workdir):
 
 
 def _main_args(config, workdir, **overrides):
-  args = [sys.executable, '-m', 'aigc_jax.main', '--config=configs/mlp_gan_mnist.py', f'--workdir={workdir}']
+  args = [sys.executable, '-m', 'aigc_jax.main', '--config=configs/base.py', f'--workdir={workdir}']
   fields = {'data.dir': config.data.dir, 'batch_size': config.batch_size,
             'model.width_multiplier': config.model.width_multiplier, 'data.shuffle_buffer': config.data.shuffle_buffer,
             'num_sample_images': config.num_sample_images, **overrides}
