@@ -112,3 +112,39 @@ def test_report_keeps_labelled_variants_apart_and_takes_the_median_run():
   assert [(r['label'], r['images_per_sec'], r['runs']) for r in rows] == [('', 690, 3), ('ablation', 530, 1)]
   table = report.markdown_table(rows)
   assert '| dcgan (simultaneous) |' in table and '| dcgan (simultaneous) [ablation] |' in table
+
+
+PARTS = ['parts', '--config=configs/benchmark.py', '--config.batch_size=8', '--config.model.width_multiplier=0.125',
+         "--config.benchmark.image_shape=(28,28,1)", '--config.benchmark.warmup_steps=1',
+         '--config.benchmark.timed_steps=1']
+
+
+def test_parts_times_each_variant_of_the_fast_path_against_the_whole(tmp_path):
+  out = tmp_path / 'parts.jsonl'
+  result = _run(*PARTS, '--rounds=2', '--variants=no_winograd,off', f'--results={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [r['variant'] for r in records] == ['fast_path', 'no_winograd', 'off']  # the whole fast path first
+  for record in records:
+    assert record['model'] == 'dcgan' and record['rounds'] == 2 and len(record['step_ms_per_round']) == 2
+    assert record['step_ms'] > 0 and record['compile_s'] > 0
+    assert record['ratio_min'] <= record['ratio_to_fast_path'] <= record['ratio_max']
+  assert records[0]['ratio_min'] == records[0]['ratio_max'] == 1.0
+  rows = [line for line in result.stdout.splitlines() if line.startswith('| ') and '---' not in line][1:]
+  assert [row.split('|')[1].strip() for row in rows] == ['fast_path', 'no_winograd', 'off']
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--variants=no_winograd,fastest'],
+     "--variants: 'fastest' is not a variant of model 'dcgan'; allowed: fast_path, flax_conv, "),
+    (['--config.model.name=mlp', '--variants=flax_conv'],
+     "--variants: 'flax_conv' is not a variant of model 'mlp'; allowed: fast_path, off"),
+    (['--config.compute_dtype=bfloat16'], 'parts measures the CPU fast path, which does not apply to this run'),
+    (['--rounds=0'], '--rounds=0 is not allowed; allowed: an integer >= 1'),
+])
+def test_parts_refuses_what_it_cannot_measure_in_one_line(args, message, tmp_path):
+  result = _run(*PARTS, *args, f'--results={tmp_path / "r.jsonl"}')
+  assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1 and message in errors[0], result.stderr[-3000:]
+  assert not (tmp_path / 'r.jsonl').exists()

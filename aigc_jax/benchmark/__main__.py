@@ -3,6 +3,8 @@
   python -m aigc_jax.benchmark --config=configs/benchmark.py --results=FILE [--config.model.name=mlp ...]
   python -m aigc_jax.benchmark report FILE... [--out=benchmarks/report] [--torch=FILE]
   python -m aigc_jax.benchmark plan --config=configs/biggan_imagenet128.py --devices=256 [--chip=tpu_v5p]
+  python -m aigc_jax.benchmark parts --config=configs/benchmark.py --config.benchmark.image_shape='(28,28,1)'
+      [--rounds=10] [--variants=...] [--results=FILE]   (what each part of the CPU fast path is worth)
 
 Bad input ends with one `error:` line and exit status 2.
 """
@@ -26,8 +28,11 @@ _IMAGE_SHAPE = flags.DEFINE_list('image_shape', None, '`plan`: HEIGHT,WIDTH,CHAN
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', None, '`plan`: classes of a conditional model.')
 _HBM_GIB = flags.DEFINE_float('hbm_gib', None, "`plan`: memory per device in GiB (default: the chip's).")
 _PLAN_JSON = flags.DEFINE_string('plan_json', None, '`plan`: also write the plan as one JSON line to this file.')
+_ROUNDS = flags.DEFINE_integer('rounds', 10, '`parts`: rounds in which every variant is timed in turn.')
+_VARIANTS = flags.DEFINE_list('variants', None, '`parts`: the variants to time (default: all that differ for the '
+                              'model); see aigc_jax/benchmark/parts.py.')
 
-COMMANDS = ('report', 'plan')
+COMMANDS = ('report', 'plan', 'parts')
 
 
 def _command(argv: list[str]) -> str | None:
@@ -93,6 +98,22 @@ def run_plan() -> None:
       f.write(json.dumps(result, sort_keys=True) + '\n')
 
 
+def run_parts() -> None:
+  if _ROUNDS.value < 1:
+    cli.fail(f'--rounds={_ROUNDS.value} is not allowed; allowed: an integer >= 1')
+  from aigc_jax.benchmark import parts  # pylint: disable=g-import-not-at-top
+  from aigc_jax.config_errors import ConfigError  # pylint: disable=g-import-not-at-top
+  try:
+    records = parts.measure_parts(_CONFIG.value, _VARIANTS.value, _ROUNDS.value)
+  except ConfigError as e:
+    cli.fail(str(e))
+  if _RESULTS.value:
+    from aigc_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
+    for record in records:
+      measure.append_result(_RESULTS.value, record)
+  print(parts.format_table(records), end='')
+
+
 def run_measure() -> None:
   if not _RESULTS.value:
     cli.fail('--results is required, e.g. --results=benchmarks/results/cpu.jsonl')
@@ -128,9 +149,12 @@ def main(argv: list[str]) -> None:
     run_report(argv[2:])
     return
   if len(argv) > (2 if command else 1):
-    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}; allowed: none to measure, `report FILE...` or `plan`')
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}; allowed: none to measure, `report FILE...`, `plan` or '
+             '`parts`')
   if command == 'plan':
     run_plan()
+  elif command == 'parts':
+    run_parts()
   else:
     run_measure()
 
