@@ -148,6 +148,15 @@ def time_input_pipeline(dataset, batch_images: int, num_batches: int) -> float:
   return num_batches * batch_images / (time.perf_counter() - start)
 
 
+def synthetic_batch(batch_shapes: dict[str, jax.ShapeDtypeStruct], sharding, rng: jax.Array) -> dict[str, jax.Array]:
+  """One global batch of `batch_shapes`, laid out with `sharding`: uniform images in [-1, 1], labels 0."""
+  make_batch = jax.jit(
+      lambda rng: {'image': jax.random.uniform(rng, batch_shapes['image'].shape, minval=-1.0, maxval=1.0),
+                   'label': jnp.zeros(batch_shapes['label'].shape, jnp.int32)},
+      out_shardings=sharding)
+  return jax.block_until_ready(make_batch(rng))
+
+
 def _xla_flops(compiled) -> float | None:
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
@@ -211,11 +220,7 @@ def measure(config) -> dict[str, Any]:
     pipeline_rate = time_input_pipeline(dataset, config.gan.n_critic * config.batch_size // jax.process_count(),
                                         bench.pipeline_batches)
   if bench.mode == 'synthetic':
-    make_batch = jax.jit(
-        lambda rng: {'image': jax.random.uniform(rng, batch_shapes['image'].shape, minval=-1.0, maxval=1.0),
-                     'label': jax.numpy.zeros(batch_shapes['label'].shape, jax.numpy.int32)},
-        out_shardings=batch_sharding)
-    batch = jax.block_until_ready(make_batch(data_rng))
+    batch = synthetic_batch(batch_shapes, batch_sharding, data_rng)
     batches = iter(lambda: batch, None)
   else:
     batches = input_pipeline.global_batches(iter(dataset.as_numpy_iterator()), batch_sharding, batch_shapes)

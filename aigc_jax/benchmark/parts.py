@@ -23,7 +23,6 @@ from typing import Any, Iterator
 from unittest import mock
 
 import jax
-import jax.numpy as jnp
 
 from aigc_jax import compile as compile_lib
 from aigc_jax import cpu, families, models
@@ -120,9 +119,7 @@ def measure_parts(config, variants: list[str] | None, rounds: int) -> list[dict[
   mesh = sharding_lib.mesh_from_config(config)
   init_rng, train_rng, data_rng = jax.random.split(jax.random.key(config.seed), 3)
   batch_shapes = families.global_batch_shapes(config, image_shape)
-  batch = jax.device_put({'image': jax.random.uniform(data_rng, batch_shapes['image'].shape, minval=-1.0, maxval=1.0),
-                          'label': jnp.zeros(batch_shapes['label'].shape, jnp.int32)},
-                         sharding_lib.batch_sharding(mesh))
+  batch = measure.synthetic_batch(batch_shapes, sharding_lib.batch_sharding(mesh), data_rng)
   train_rng = sharding_lib.put_replicated(train_rng, mesh)
 
   steps, states, compile_s = {}, {}, {}
