@@ -1,5 +1,5 @@
-"""The default DCGAN trained 10,000 steps instead of 6,000: the config for the best samples of the DCGAN family on
-the offline MNIST digits.
+"""The default DCGAN trained 10,000 steps instead of 6,000: the DCGAN family's best samples of the offline
+MNIST digits.
 
 `python -m aigc_jax.main --config=configs/dcgan_mnist.py --workdir=/tmp/aigc_dcgan`
 For the full 60,000-digit MNIST (needs network once, or prepared data): `--config.data.name=mnist`.
@@ -13,8 +13,8 @@ run). This config keeps the default's recipe (hinge loss, Adam(8e-4, b1=0.5), ba
 a generator EMA of 0.999), whose FID was still falling steeply at its end, and trains 10,000 steps instead
 of 6,000. Trained on to 18,000 steps (seed 0), FID bottomed out between steps 9,000 and 12,000 and then
 rose again as the rarest digit became rarer. The tutorial's full widths cost four times as much per step
-and scored the same at 6,000 steps (FID 27.4 for seed 0, against 28.9 for the default's seed 0).
-docs/evaluation.md ("The DCGAN trained longer") has the figures.
+and scored the same at 6,000 steps (FID 27.4 for seed 0, against 28.9 for the default's seed 0). A cosine
+learning-rate decay over the run was worse. docs/evaluation.md ("The DCGAN trained longer") has the figures.
 """
 from configs import default
 
