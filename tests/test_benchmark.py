@@ -8,7 +8,7 @@ import pytest
 
 from aigc_jax import cpu
 from aigc_jax.benchmark import measure, report
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, env_with_devices
 
 REQUIRED_KEYS = ('model', 'batch_size', 'device_kind', 'device_count', 'images_per_sec',
                  'images_per_sec_per_device', 'step_ms', 'compile_s', 'model_tflops_per_sec_per_device', 'mfu')
@@ -121,7 +121,7 @@ PARTS = ['parts', '--config=configs/benchmark.py', '--config.batch_size=8', '--c
 
 def test_parts_times_each_variant_of_the_fast_path_against_the_whole(tmp_path):
   out = tmp_path / 'parts.jsonl'
-  one_device = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # as it is run: 8 devices compile slowly
+  one_device = env_with_devices(1)  # as it is run: 8 devices compile slowly
   result = subprocess.run([sys.executable, '-m', 'aigc_jax.benchmark', *PARTS, '--rounds=2',
                            '--variants=off,no_winograd', f'--results={out}'], cwd=REPO_ROOT, env=one_device,
                           capture_output=True, text=True, timeout=600)

@@ -1,7 +1,6 @@
 """The pod-scale plan: collective traffic read off the compiled program against cases whose answer is known,
 the train step's plan through the command line, and one-line errors."""
 import json
-import os
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aigc_jax import sharding
 from aigc_jax.benchmark import plan
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, env_with_devices
 
 _W = (64, 32)
 _W_BYTES = 64 * 32 * 4
@@ -45,7 +44,7 @@ def test_fsdp_gathers_the_weight_and_reduces_its_gradient():
 
 def _run(*args):
   return subprocess.run([sys.executable, '-m', 'aigc_jax.benchmark', 'plan', *args], cwd=REPO_ROOT,
-                        env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'},
+                        env=env_with_devices(None),
                         capture_output=True, text=True, timeout=600)
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from aigc_jax import checkpointing, distributed, input_pipeline, sharding, train
 from aigc_jax import state as state_lib
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, env_with_devices
 
 LAUNCHER = os.path.join(REPO_ROOT, 'launch', 'local_multiprocess.sh')
 WATCHDOG_S = 420  # never hang the suite: a run still going after this long has failed
@@ -32,8 +32,7 @@ def _free_port() -> int:
 
 
 def _env(**extra):
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # the launcher sets the device count
-  return dict(env, TF_CPP_MIN_LOG_LEVEL='2', **extra)
+  return env_with_devices(None, TF_CPP_MIN_LOG_LEVEL='2', **extra)  # the launcher sets the device count
 
 
 def _compilation_cache(directory):
