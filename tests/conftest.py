@@ -20,6 +20,8 @@ os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 _OWN_COMPILATION_CACHE = None
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _OWN_COMPILATION_CACHE = os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='aigc_jax_tests_jit_')
+  # Every program, however quick to compile: the training subprocesses compile the same small ones again.
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 import ml_collections  # noqa: E402
