@@ -8,16 +8,16 @@
   TPU metadata server, GKE, SLURM, Open MPI). Pass it on TPU pods (`launch/tpu_pod.sh` does).
 - `off`: never (e.g. one process inside a multi-task SLURM allocation).
 
-Failure bounds (seconds, all configurable): every process must join within `--initialization_timeout`,
-else each waiting process prints one `error:` line and exits 1. A process that dies, hangs or fails is
-named by every other process within `--peer_timeout` (+1 s) in one `error:` line, and they exit 1 (see
-`PeerWatch`). Two cases end the survivors first, by an abort that is not ours: process 0 (the coordinator)
-dying, which JAX's client answers within about a second with its fatal log line (jaxlib's hook for that
-event, `missed_heartbeat_callback`, cannot take a Python function: in jaxlib 0.10.2 the call aborts with
-`std::bad_cast`, so the launcher, not the survivor, names process 0), and (rarely) a collective
-that gloo runs off the Python stack failing when its peer is killed. JAX's own heartbeat check
-(`--heartbeat_timeout`, which must be longer than `--peer_timeout`) is the backstop for the rest. A process that exits while others still run waits at most `--shutdown_timeout` for them at the
-shutdown barrier.
+Failure bounds (seconds, all configurable): every process must join within `--initialization_timeout`, else each
+waiting process prints one `error:` line and exits 1. A process that dies, hangs or fails is named by every
+other process within `--peer_timeout` (+1 s) in one `error:` line, and they exit 1 (see `PeerWatch`). Two cases
+end the survivors first, by an abort that is not ours: process 0 (the coordinator) dying, which JAX's client
+answers within about a second with its fatal log line (jaxlib's hook for that event,
+`missed_heartbeat_callback`, cannot take a Python function: in jaxlib 0.10.2 the call aborts with
+`std::bad_cast`; jax 0.11 and later need Python 3.12, so the launcher, not the survivor, names process 0), and
+(rarely) a collective that gloo runs off the Python stack failing when its peer is killed. JAX's own heartbeat
+check (`--heartbeat_timeout`, which must be longer than `--peer_timeout`) is the backstop for the rest. A
+process that exits while others still run waits at most `--shutdown_timeout` for them at the shutdown barrier.
 
 On CPU the processes' collectives go through gloo, so several processes on one machine form a real
 multi-host run (`launch/local_multiprocess.sh`).
