@@ -60,8 +60,8 @@ def _assert_same_values_and_gradients(fast_layer, plain, x, tolerance=_TOLERANCE
     np.testing.assert_allclose(a, b, atol=tolerance * float(jnp.max(jnp.abs(b))))
 
 
-# Channels pick the algorithm: few on one side im2col / col2im, many on both Winograd; even kernels keep
-# XLA's stride-1 convolution inside the polyphase form. Sizes cover odd maps and 'SAME' padding's edges.
+# Channels pick the algorithm: many on both sides Winograd, few on one side XLA's convolution; even kernels
+# keep XLA's stride-1 convolution inside the polyphase form. Sizes cover odd maps and 'SAME' padding's edges.
 @pytest.mark.parametrize('kernel,stride,size,channels,features', [
     (5, 2, 28, 1, 16), (5, 2, 14, 16, 24), (5, 2, 15, 16, 24), (5, 2, 7, 3, 4), (4, 2, 8, 3, 4),
     (4, 2, 14, 16, 16), (3, 2, 5, 3, 4), (3, 3, 7, 16, 4), (5, 1, 7, 16, 24), (3, 1, 9, 2, 3), (4, 1, 8, 3, 5)])

@@ -1,5 +1,5 @@
-"""The CPU fast path's kernels: Winograd's and im2col's stride-1 convolutions against XLA's direct one (value
-and gradients), and inside the polyphase and sub-pixel forms of strided convolutions. The layers built on
+"""The CPU fast path's kernels: Winograd's stride-1 convolution against XLA's direct one (value and
+gradients), and inside the polyphase and sub-pixel forms of strided convolutions. The layers built on
 them, against flax's: tests/test_cpu_fast_path.py."""
 import jax
 import jax.numpy as jnp
@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from aigc_jax.cpu import subpixel
-from aigc_jax.cpu.im2col import conv_by_matmul, conv_col2im, conv_im2col
 from aigc_jax.cpu.winograd import output_tile_for, winograd_conv, winograd_matrices
 
 # Of the largest value: Winograd's rounding with 9-point tiles (DCGAN's 3x3 layers on 7x7 and 14x14 maps
-# take F(7, 3); measured up to 1e-4), and with smaller tiles, im2col's and XLA's.
+# take F(7, 3); measured up to 1e-4), and with smaller tiles, and XLA's.
 _NINE_POINT_TOLERANCE, _TOLERANCE = 2e-4, 2e-5
 
 
@@ -61,40 +60,6 @@ def test_winograd_conv_equals_direct_in_value_and_gradient(shape, r, m, padding)
     np.testing.assert_allclose(a, b, atol=tolerance * float(jnp.max(jnp.abs(b))))
 
 
-# Few inputs (im2col's case), few outputs (col2im's), rectangular kernels, cropping (negative) padding.
-@pytest.mark.parametrize('shape,kernel_hw,padding', [
-    ((2, 14, 14, 4, 16), (3, 3), ((1, 1), (1, 1))), ((2, 14, 12, 16, 4), (3, 3), 'SAME'),
-    ((2, 9, 7, 3, 5), (5, 3), ((2, 0), (-1, 1))), ((1, 8, 8, 6, 2), (3, 5), 'VALID')])
-@pytest.mark.parametrize('conv', [conv_im2col, conv_col2im, conv_by_matmul])
-def test_matmul_convs_equal_direct_in_value_and_gradient(shape, kernel_hw, padding, conv):
-  batch, height, width, channels, features = shape
-  x = jax.random.normal(jax.random.key(0), (batch, height, width, channels))
-  kernel = jax.random.normal(jax.random.key(1), kernel_hw + (channels, features))
-
-  def direct(x, kernel):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                        precision='highest')
-
-  expected = direct(x, kernel)
-  got = conv(x, kernel, padding, precision='highest')
-  assert got.shape == expected.shape
-  np.testing.assert_allclose(got, expected, atol=1e-5 * float(jnp.max(jnp.abs(expected))))
-  cotangent = jax.random.normal(jax.random.key(2), expected.shape)
-  loss = lambda conv: lambda x, kernel: jnp.sum(conv(x, kernel) * cotangent)
-  want = jax.grad(loss(direct), (0, 1))(x, kernel)
-  have = jax.grad(loss(lambda x, k: conv(x, k, padding, precision='highest')), (0, 1))(x, kernel)
-  for a, b in zip(have, want):
-    np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.max(jnp.abs(b))))
-
-
-@pytest.mark.parametrize('padding', ['FULL', ((1, 1),)])
-def test_matmul_convs_reject_bad_padding(padding):
-  x, kernel = jnp.zeros((1, 7, 7, 2)), jnp.zeros((3, 3, 2, 2))
-  for conv in (conv_im2col, conv_col2im):
-    with pytest.raises(ValueError, match='padding'):
-      conv(x, kernel, padding)
-
-
 def _assert_same_values_and_gradients(fast, plain, args, tolerance=_TOLERANCE, second_order=False):
   """`fast(*args)` computes `plain(*args)`, value and gradients (and, with `second_order`, the gradient of a
   penalty on the input gradient, as R1 takes it), to `tolerance` of the largest value."""
@@ -112,7 +77,7 @@ def _assert_same_values_and_gradients(fast, plain, args, tolerance=_TOLERANCE, s
 
 
 @pytest.mark.parametrize('size', [28, 15, 7])
-@pytest.mark.parametrize('stride1_conv', [winograd_conv, conv_by_matmul, None], ids=['winograd', 'im2col', 'xla'])
+@pytest.mark.parametrize('stride1_conv', [winograd_conv, None], ids=['winograd', 'xla'])
 def test_space_to_depth_strided_conv_equals_plain_in_value_and_gradients(size, stride1_conv):
   x = jax.random.normal(jax.random.key(0), (2, size, size, 16))
   kernel = jax.random.normal(jax.random.key(1), (5, 5, 16, 24)) / 20
@@ -141,7 +106,7 @@ def test_xla_conv_with_negative_padding_crops_and_its_gradients_stay_finite():
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize('channels', [3, 16])   # XLA's input gradient and im2col's weight gradient; the phases'
+@pytest.mark.parametrize('channels', [3, 16])   # XLA's input gradient and the patches' weight gradient; the phases'
 @pytest.mark.parametrize('kernel,stride,size', [(5, 2, 28), (4, 2, 8), (3, 3, 7)])
 def test_strided_conv_with_phase_input_gradient_equals_plain(kernel, stride, size, channels):
   x = jax.random.normal(jax.random.key(0), (2, size, size, channels))
@@ -153,9 +118,8 @@ def test_strided_conv_with_phase_input_gradient_equals_plain(kernel, stride, siz
 
 
 @pytest.mark.parametrize('size', [7, 14])
-@pytest.mark.parametrize('stride1_conv,features', [(winograd_conv, 8), (conv_by_matmul, 8), (conv_by_matmul, 1),
-                                                   (None, 8)],
-                         ids=['winograd', 'im2col', 'col2im', 'xla'])   # 16 channels in; 4 phases x features out
+@pytest.mark.parametrize('stride1_conv,features', [(winograd_conv, 8), (None, 8), (None, 1)],
+                         ids=['winograd', 'xla', 'xla_one_channel'])   # 16 channels in; 4 phases x features out
 def test_subpixel_conv_transpose_equals_plain_in_value_and_gradient(size, stride1_conv, features):
   x = jax.random.normal(jax.random.key(0), (2, size, size, 16))
   kernel = jax.random.normal(jax.random.key(1), (5, 5, 16, features)) / 20

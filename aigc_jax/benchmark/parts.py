@@ -39,7 +39,6 @@ VARIANTS = {
     'flax_conv_transpose': "flax's ConvTranspose in place of the fast path's",
     'flax_dropout': "flax's Dropout (32 random bits per unit) in place of the fast path's",
     'no_winograd': "XLA's convolution where the fast path's layers use Winograd",
-    'no_im2col': "XLA's convolution where the fast path's layers use im2col / col2im",
     'flax_layers': "flax's layers, with the fast path's compiler options",
     'off': 'no fast path: flax\'s layers and XLA\'s default options (cpu_fast_path=off)',
 }
@@ -67,14 +66,8 @@ def _building(variant: str) -> Iterator[None]:
       pick_layers, flax_layers = cpu.model_layers, Layers()
       stack.enter_context(mock.patch.object(cpu, 'model_layers', lambda config, platform=None: pick_layers(
           config, platform)._replace(**{part: getattr(flax_layers, part) for part in _FLAX_PARTS[variant]})))
-    elif variant in ('no_winograd', 'no_im2col'):
-      dropped = fast.winograd_conv if variant == 'no_winograd' else fast.conv_by_matmul
-      pick_algorithm = fast.stride1_conv_for
-
-      def without(*args):
-        algorithm = pick_algorithm(*args)
-        return None if algorithm is dropped else algorithm
-      stack.enter_context(mock.patch.object(fast, 'stride1_conv_for', without))
+    elif variant == 'no_winograd':
+      stack.enter_context(mock.patch.object(fast, 'stride1_conv_for', lambda *args: None))
     yield
 
 

@@ -5,8 +5,8 @@ same parameter tree (flax names a child after its class: `Conv_0`, `ConvTranspos
 move between the two. Only the computation differs:
 
 - strided convolutions, plain and transposed, in their polyphase and sub-pixel forms (`subpixel.py`);
-- the stride-1 convolutions inside them, with odd kernels, as matmuls: Winograd where both sides have many
-  channels (`winograd.py`), im2col / col2im where one side has few (`im2col.py`); even kernels keep XLA's;
+- the stride-1 convolutions inside them, with odd kernels, by Winograd's minimal filtering where both sides
+  have many channels (`winograd.py`); with few channels on one side, or even kernels, they keep XLA's;
 - dropout from 16 random bits per unit, four per threefry hash, where flax draws 32 bits per unit.
 
 They cover the forms the models use ('SAME' padding, equal strides, no dilation or groups) and refuse others
@@ -20,20 +20,20 @@ import jax.numpy as jnp
 from jax.extend.random import threefry2x32_p
 
 from aigc_jax.cpu import subpixel
-from aigc_jax.cpu.im2col import conv_by_matmul
 from aigc_jax.cpu.winograd import winograd_conv
 
 # Winograd where both sides have this many channels (a transposed layer's output counted with its
-# stride**2 phases); with fewer on one side its matmuls would be a few columns wide, and im2col wins.
+# stride**2 phases); with fewer on one side its matmuls would be a few columns wide.
 WINOGRAD_MIN_CHANNELS = 16
 
 
 def stride1_conv_for(kernel_size, channels_in: int, channels_out: int):
-  """The stride-1 convolution algorithm for these channel counts: Winograd, im2col / col2im, or None
-  (XLA's direct convolution) for even kernels, whose 'SAME' padding Conv and ConvTranspose place apart."""
-  if any(k % 2 == 0 for k in kernel_size):
+  """The stride-1 convolution algorithm for these channel counts: Winograd, or None (XLA's direct
+  convolution) for few channels on one side and for even kernels, whose 'SAME' padding Conv and
+  ConvTranspose place apart."""
+  if any(k % 2 == 0 for k in kernel_size) or min(channels_in, channels_out) < WINOGRAD_MIN_CHANNELS:
     return None
-  return winograd_conv if min(channels_in, channels_out) >= WINOGRAD_MIN_CHANNELS else conv_by_matmul
+  return winograd_conv
 
 
 def _check_form(layer: nn.Module) -> int:
