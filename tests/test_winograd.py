@@ -10,7 +10,7 @@ from aigc_jax.cpu import subpixel
 from aigc_jax.cpu.winograd import output_tile_for, winograd_conv, winograd_matrices
 
 # Of the largest value: Winograd's rounding with 9-point tiles (DCGAN's 3x3 layers on 7x7 and 14x14 maps
-# take F(7, 3); measured up to 1e-4), and with smaller tiles, and XLA's.
+# take F(7, 3); measured up to 1e-4), and with smaller tiles or XLA's own convolution.
 _NINE_POINT_TOLERANCE, _TOLERANCE = 2e-4, 2e-5
 
 
