@@ -16,6 +16,7 @@ from aigc_jax import compile as compile_lib
 from aigc_jax import cpu
 from aigc_jax import sharding as sharding_lib
 from aigc_jax.config_errors import ConfigError
+from aigc_jax.latent_mixture import SAMPLERS as VAE_SAMPLERS
 from aigc_jax.losses import GAN_LOSSES, GAN_UPDATES
 from aigc_jax.models import FAMILY_OPTIONS, FAMILY_SPECIFIC_FIELDS, GAN_FAMILIES, VAE_FAMILIES
 from aigc_jax.models.resnet_gan import WEIGHT_INITS
@@ -153,6 +154,9 @@ VAE_FIELDS: Schema = {
     'heldout_every_steps': ((int,), *_positive),
     'iwae_samples': ((int,), lambda v: 0 <= v <= 100_000, 'an integer in [0, 100000]'),
     'sample_temperature': ((int, float), lambda v: 0 < v <= 2, 'a number in (0, 2]'),
+    'sampler': ((str,), lambda v: v in VAE_SAMPLERS, ', '.join(VAE_SAMPLERS)),
+    'gmm_components': ((int,), lambda v: 1 <= v <= 1_000, 'an integer in [1, 1000]'),
+    'gmm_fit_examples': ((int,), *_non_negative),
 }
 
 # The whole config: top-level fields and one group per concern (`configs/base.py` gives the defaults).

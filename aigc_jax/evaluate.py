@@ -3,7 +3,7 @@
 Scores the generator of the newest usable checkpoint, or of `--step=N`, and prints one JSON line: FID, KID,
 IS and precision/recall with the configured feature network, from the EMA generator when the run has one
 (`"ema": true` in the line) unless `--config.gan.sample_with_ema=False`; for a VAE, from its decoder's mean on
-prior latents, and the line adds its held-out negative ELBO and the negative log-likelihood estimated with
+latents from its `vae.sampler` (the prior, or a mixture fitted to the training images), and the line adds its held-out negative ELBO and the negative log-likelihood estimated with
 `vae.iwae_samples` importance samples (`evaluation/vae_likelihood.py`).
 
 `--baseline=noise` scores uniform noise images instead, and `--baseline=real_halves` one half of the real
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
     overrides['eval.num_samples'] = _NUM_SAMPLES.value
   try:
     run = restored_run.restore(os.path.abspath(_WORKDIR.value), overrides, step=_STEP.value)
-    evaluator = evaluator_lib.Evaluator(run.config, mesh=run.mesh, generate=run.family.generate,
+    evaluator = evaluator_lib.Evaluator(run.config, mesh=run.mesh, generate=restored_run.sampler(run),
                                         num_classes=run.family.num_classes,
                                         builder=run.builder, image_shape=run.info.image_shape,
                                         state_shardings=run.state_shardings)

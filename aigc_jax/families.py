@@ -3,7 +3,9 @@
 `create(config, image_shape)` returns a `Family`: pure functions with everything model-specific bound in,
 ready for `jax.jit` (state initialiser, train step, prior sampler). `Family.reporter(...)` builds the
 host-side part once the mesh and the state layout exist: the PNG grids written every `sample_every_steps`
-and the family's own periodic evaluations (the VAE's held-out negative ELBO).
+and the family's own periodic evaluations (the VAE's held-out negative ELBO). A family whose sampler is
+fitted to the data after training (a VAE with `vae.sampler=gmm`) has `fit_sampler`; `sampler_for` gives
+every caller the right sampler for a state either way.
 """
 import functools
 import math
@@ -16,7 +18,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from aigc_jax import gan_steps, losses, models, optimizers, vae_losses, vae_steps
+from aigc_jax import gan_steps, input_pipeline, latent_mixture, losses, models, optimizers, vae_losses, vae_steps
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
@@ -27,6 +29,7 @@ Metrics = dict[str, jax.Array]
 Evaluation = tuple[int, Callable[[Any], dict[str, float]]]  # (every N steps, state -> scalars)
 
 _SAMPLE_KEY = 0x5A4D  # folds into the seed for the fixed latent batch of the sample grids
+_MIXTURE_KEY = 0x6D69  # folds into the seed for the posterior draws a latent mixture is fitted to
 
 
 class ReportContext(NamedTuple):
@@ -39,6 +42,7 @@ class ReportContext(NamedTuple):
   workdir: str
   writer: Any  # a CLU metric writer
   is_chief: bool
+  sampler: Callable[[Any], Callable[..., jax.Array]]  # state -> its generate (`sampler_for`), shared with FID
 
 
 class Reporter(NamedTuple):
@@ -55,6 +59,34 @@ class Family(NamedTuple):
   reporter: Callable[[ReportContext], Reporter]
   other_splits: tuple[tuple[str, str], ...] = ()  # (config field, split) the reporter reads besides train_split
   num_classes: int = 0          # > 0: class-conditional; `generate` then takes int32 labels [B] as third argument
+  # (state, training images in [-1, 1], mesh) -> a `generate` whose latent density is fitted to those images
+  # for that state; None: `generate` samples as it is.
+  fit_sampler: Callable[[Any, np.ndarray, Mesh], Callable[..., jax.Array]] | None = None
+
+
+def sampler_for(family: Family, config: ml_collections.ConfigDict, builder: Any,
+                mesh: Mesh) -> Callable[[Any], Callable[..., jax.Array]]:
+  """`state -> generate`: the family's sampler for a state. `family.generate` itself, or, for a family that
+  fits its sampler, one fitted to the first `vae.gmm_fit_examples` images of the train split (read once)."""
+  if family.fit_sampler is None:
+    return lambda state: family.generate
+  images = []
+  last = []  # [(state, generate)] of the last fit: a step's grids and its evaluation share one fit
+
+  def fitted(state):
+    if last and last[0][0] is state:
+      return last[0][1]
+    if not images:
+      images.append(input_pipeline.real_images(config, builder, config.data.train_split,
+                                               config.vae.gmm_fit_examples)[0])
+    last[:] = [(state, family.fit_sampler(state, images[0], mesh))]
+    return last[0][1]
+  return fitted
+
+
+def fits_sampler(config: ml_collections.ConfigDict) -> bool:
+  """Whether the run's sampler is fitted to the training data (and so needs it to sample)."""
+  return config.model.name in models.VAE_FAMILIES and config.vae.sampler == 'gmm'
 
 
 def global_batch_shapes(config: ml_collections.ConfigDict,
@@ -87,19 +119,25 @@ def _write_grid(ctx: ReportContext, step: int, name: str, images: np.ndarray, co
   ctx.writer.write_images(step, {name: grid[None]})
 
 
-def _sample_writer(ctx: ReportContext, generate: Callable[..., jax.Array],
+def _sample_writer(ctx: ReportContext, sampler: Callable[[Any], Callable[..., jax.Array]],
                    num_classes: int = 0) -> Callable[[int, Any], None]:
-  """Writes `samples/step_N.png`: images generated from the run's fixed latents (a class-conditional
-  model's grid shows one class per row)."""
+  """Writes `samples/step_N.png`: images generated from the run's fixed latents by `sampler(state)` (see
+  `sampler_for`; a class-conditional model's grid shows one class per row)."""
   from aigc_jax import image_grid  # pylint: disable=g-import-not-at-top  (PIL: only where images are written)
   replicated = sharding_lib.replicated(ctx.mesh)
-  generate = jax.jit(generate, in_shardings=(ctx.state_shardings, replicated, replicated), out_shardings=replicated)
+  compile_sampler = lambda generate: jax.jit(generate, in_shardings=(ctx.state_shardings, replicated, replicated),
+                                             out_shardings=replicated)
+  compiled = {}  # the generate function -> its jitted form: a sampler that needs no fitting compiles once
   latents = _fixed_latents(ctx.config, ctx.mesh)
   labels = (sharding_lib.put_replicated(image_grid.row_labels(ctx.config.num_sample_images, num_classes), ctx.mesh)
             if num_classes else None)
 
   def write(step: int, state: Any) -> None:
-    images = jax.device_get(generate(state, latents, labels))
+    generate = sampler(state)
+    if generate not in compiled:
+      compiled.clear()
+      compiled[generate] = compile_sampler(generate)
+    images = jax.device_get(compiled[generate](state, latents, labels))
     if ctx.is_chief:
       _write_grid(ctx, step, 'samples', images)
   return write
@@ -124,7 +162,7 @@ def _gan_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
                                    techniques=gan_steps.techniques_from_config(config),
                                    update=config.gan.update_scheme),
       generate=generate,
-      reporter=lambda ctx: Reporter(write_images=_sample_writer(ctx, generate, gan.num_classes), evaluations=[]),
+      reporter=lambda ctx: Reporter(write_images=_sample_writer(ctx, ctx.sampler, gan.num_classes), evaluations=[]),
       num_classes=gan.num_classes)
 
 
@@ -136,6 +174,10 @@ def _vae_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
   tx = optimizers.create_optimizer(config, 'vae')
   generate = functools.partial(vae_steps.generate, vae=vae, likelihood=likelihood,
                                temperature=float(config.vae.sample_temperature))
+  fit_sampler = None
+  if fits_sampler(config):
+    fit_sampler = functools.partial(_fit_latent_mixture, config=config, vae=vae, likelihood=likelihood,
+                                    generate=generate)
   return Family(
       kind='vae', modules=vae,
       init_state=functools.partial(state_lib.init_vae_state, vae=vae, tx=tx, image_shape=image_shape,
@@ -144,17 +186,39 @@ def _vae_family(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
                                    latent_dim=config.model.latent_dim, beta=float(config.vae.beta),
                                    kl_warmup_steps=config.vae.kl_warmup_steps),
       generate=generate,
-      reporter=functools.partial(_vae_reporter, vae=vae, likelihood=likelihood, generate=generate),
-      other_splits=(('vae.heldout_split', config.vae.heldout_split),))
+      reporter=functools.partial(_vae_reporter, vae=vae, likelihood=likelihood),
+      other_splits=(('vae.heldout_split', config.vae.heldout_split),),
+      fit_sampler=fit_sampler)
 
 
-def _vae_reporter(ctx: ReportContext, *, vae, likelihood: vae_losses.Likelihood,
-                  generate: Callable[[Any, jax.Array], jax.Array]) -> Reporter:
+def _fit_latent_mixture(state: Any, images: np.ndarray, mesh: Mesh, *, config: ml_collections.ConfigDict, vae,
+                        likelihood: vae_losses.Likelihood, generate: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+  """`generate` sampling a `vae.gmm_components` Gaussian mixture fitted to one posterior draw per image
+  (binarised as in training), from keys fixed by the seed: the same state gives the same mixture."""
+  replicated = sharding_lib.replicated(mesh)
+
+  def draws(state, images, key):
+    data_key, noise_key = jax.random.split(key)
+    keys = jax.random.split(noise_key, images.shape[0])
+    return vae_steps.posterior_samples(state, likelihood.targets(images, data_key), keys, vae=vae,
+                                       latent_dim=config.model.latent_dim)
+  draws = jax.jit(draws, out_shardings=replicated)
+  base = jax.random.fold_in(jax.random.key(config.seed), _MIXTURE_KEY)
+  chunk = 512
+  latents = np.concatenate([
+      np.asarray(jax.device_get(draws(state, sharding_lib.put_replicated(images[start:start + chunk], mesh),
+                                      sharding_lib.put_replicated(jax.random.fold_in(base, start), mesh))))
+      for start in range(0, len(images), chunk)])
+  mixture = latent_mixture.fit(latents, config.vae.gmm_components, config.seed)
+  return functools.partial(generate, latent_mixture=mixture)
+
+
+def _vae_reporter(ctx: ReportContext, *, vae, likelihood: vae_losses.Likelihood) -> Reporter:
   """Prior samples and held-out reconstructions every `sample_every_steps`; the held-out negative ELBO
   every `vae.heldout_every_steps`."""
   config = ctx.config
   targets = vae_likelihood.heldout_targets(config, ctx.builder, likelihood)
-  write_samples = _sample_writer(ctx, generate)
+  write_samples = _sample_writer(ctx, ctx.sampler)
   replicated = sharding_lib.replicated(ctx.mesh)
   reconstruct = jax.jit(functools.partial(vae_steps.reconstruct, vae=vae, likelihood=likelihood),
                         in_shardings=(ctx.state_shardings, replicated), out_shardings=replicated)

@@ -110,7 +110,8 @@ def restore(workdir: str, overrides: Mapping[str, Any], step: int | None = None,
           'raw generator)')
       key = json.dumps(config.to_dict(), sort_keys=True, default=str)
       if key not in built:
-        info = None if needs_data else _recorded_info(workdir, config)
+        # A sampler fitted to the training data needs the data to sample.
+        info = None if needs_data or families.fits_sampler(config) else _recorded_info(workdir, config)
         if info is None:
           builder, info, family = train.prepare_data_and_models(config)
         else:
@@ -151,11 +152,17 @@ def config_overrides(argv: list[str], parsed: ml_collections.ConfigDict) -> dict
   return overrides
 
 
+def sampler(run: RestoredRun):
+  """The run's `generate` for its restored state: the family's sampler, fitted to the training data first
+  when it is one that is (`families.sampler_for`)."""
+  return families.sampler_for(run.family, run.config, run.builder, run.mesh)(run.state)
+
+
 def generate_images(run: RestoredRun, z, labels=None) -> np.ndarray:
   """uint8 images `[N, H, W, C]` from latents `z` (and labels, for a conditional model), generated in batches
   split over the mesh."""
   split = sharding_lib.example_sharding(run.mesh)
-  generate = jax.jit(run.family.generate, in_shardings=(run.state_shardings, split, split),
+  generate = jax.jit(sampler(run), in_shardings=(run.state_shardings, split, split),
                      out_shardings=sharding_lib.replicated(run.mesh))
   devices = run.mesh.size
   batch = min(256, -(-len(z) // devices) * devices)

@@ -1,7 +1,8 @@
 """`python -m aigc_jax.sample --workdir=DIR --num_samples=N --output=FILE.npz|FILE.png [options]`.
 
 Writes samples from the generator of the newest usable checkpoint, or of `--step=N` (its EMA when the run
-has one; `--config.gan.sample_with_ema=False` for the raw one; a VAE's: its decoder's mean on prior latents):
+has one; `--config.gan.sample_with_ema=False` for the raw one; a VAE's: its decoder's mean on latents from its
+`vae.sampler`, the prior or a mixture fitted to the training images, which are then read):
 `FILE.npz` holds `images`, uint8 `[N, H, W, C]`; `FILE.png` a grid. `--seed` picks the latents,
 `--truncation=T` draws them from a normal truncated to
 [-T, T] (0: off), `--interpolate=K` writes N strips of K images each along the great circle between two

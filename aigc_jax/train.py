@@ -314,9 +314,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
           json.dumps(input_pipeline.info_record(config, info), indent=2))
     train_rng = sharding_lib.put_replicated(train_rng, mesh)
     # The family's image grids (samples; a VAE's reconstructions) and its own evaluations (a VAE's held-out ELBO).
+    sampler = families.sampler_for(family, config, builder, mesh)
     reporter = family.reporter(families.ReportContext(
         config=config, mesh=mesh, state_shardings=state_shardings, builder=builder, image_shape=info.image_shape,
-        workdir=workdir, writer=writer, is_chief=is_chief))
+        workdir=workdir, writer=writer, is_chief=is_chief, sampler=sampler))
 
     # --- Evaluation hooks: the family's, and FID & co. every `eval.every_steps` (0 = off), of the EMA
     # generator when the run has one (unless `sample_with_ema` is False), like the sample grids. ---
@@ -324,7 +325,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, preemption: Preempti
     if feature_network is not None:
       evaluations.append((config.eval.every_steps, evaluator_lib.Evaluator(
           config, mesh=mesh, generate=family.generate, num_classes=family.num_classes, builder=builder,
-          image_shape=info.image_shape, state_shardings=state_shardings, network=feature_network)))
+          image_shape=info.image_shape, state_shardings=state_shardings, network=feature_network,
+          sampler=sampler if family.fit_sampler else None)))
     preemption.stop_if_requested_during_setup('before the first step')
     setup_done()
 

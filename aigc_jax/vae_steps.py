@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from aigc_jax import latent_mixture as latent_mixture_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import vae_losses
 from aigc_jax.state import NetworkState, VaeState
@@ -111,13 +112,25 @@ def reconstruct(state: VaeState, targets: jax.Array, *, vae, likelihood: vae_los
 
 
 def generate(state: VaeState, z: jax.Array, labels: None = None, *, vae, likelihood: vae_losses.Likelihood,
-             temperature: float = 1.0) -> jax.Array:
+             temperature: float = 1.0, latent_mixture: latent_mixture_lib.Mixture | None = None) -> jax.Array:
   """Images from standard-normal latents `z`: the decoder's mean (Bernoulli: pixel probabilities) in [-1, 1]
-  at `temperature * z`. Temperature 1 samples the prior; below 1 the latents stay nearer its centre, which
-  the encoder covers densely, so samples are sharper and less varied (the reduced-temperature sampling of
-  Glow, Kingma & Dhariwal 2018, and NVAE, Vahdat & Kautz 2020). The VAEs are unconditional: `labels` must
-  be None."""
+  at `temperature * z`, or, with a fitted `latent_mixture`, at the mixture's draw for `z` (its components'
+  scales times `temperature`). Temperature 1 samples the prior (or the mixture); below 1 the latents stay
+  nearer the centre, which the encoder covers densely, so samples are sharper and less varied (the
+  reduced-temperature sampling of Glow, Kingma & Dhariwal 2018, and NVAE, Vahdat & Kautz 2020). The VAEs are
+  unconditional: `labels` must be None."""
   if labels is not None:
     raise ValueError('the VAEs are unconditional: generate takes no labels')
-  loc, _ = vae.apply({'params': state.vae.params}, temperature * z, method='decode')
+  if latent_mixture is None:
+    z = temperature * z
+  else:
+    z = latent_mixture_lib.sample(latent_mixture, z, temperature)
+  loc, _ = vae.apply({'params': state.vae.params}, z, method='decode')
   return likelihood.mean(loc)
+
+
+def posterior_samples(state: VaeState, targets: jax.Array, keys: jax.Array, *, vae, latent_dim: int) -> jax.Array:
+  """One draw z ~ q(z | x) per example of `targets` `[B, ...]`, each from its own key: samples of the aggregate
+  posterior, what a latent mixture is fitted to."""
+  mean, logvar = vae.apply({'params': state.vae.params}, targets, method='encode')
+  return vae_losses.reparameterize(mean, logvar, _posterior_noise(keys, latent_dim))

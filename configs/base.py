@@ -120,4 +120,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.vae.heldout_every_steps = 1_000  # held-out negative ELBO cadence (and at the end)
   config.vae.iwae_samples = 1_000         # `evaluate`: importance samples of the held-out NLL (IWAE bound); 0 = off
   config.vae.sample_temperature = 1.0     # samples decode z ~ N(0, T^2 I): 1 = the prior; < 1 sharper, less varied
+  # What samples decode: prior (z ~ N(0, I)) | gmm (a Gaussian mixture fitted to the training images' latents
+  # after training: Ghosh et al. 2020's ex-post density estimation; aigc_jax/latent_mixture.py).
+  config.vae.sampler = 'prior'
+  config.vae.gmm_components = 10          # gmm: mixture components (full covariance)
+  config.vae.gmm_fit_examples = 10_000    # gmm: the first N training images it is fitted to; 0 = the whole split
   return config

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigc_jax import input_pipeline, models, optimizers, state as state_lib, train
+from aigc_jax import input_pipeline, latent_mixture, models, optimizers, state as state_lib, train
 from aigc_jax import sharding as sharding_lib
 from aigc_jax.evaluation import digits_classifier, evaluator as evaluator_lib
 from tests.conftest import REPO_ROOT, make_tiny_config
@@ -103,14 +103,19 @@ def trained_workdir(tmp_path_factory, tfds_data_dir, eval_cache):
   return workdir
 
 
-def test_training_writes_evaluation_scalars(trained_workdir):
-  import tensorflow as tf
+def _fid_by_step(workdir):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   steps = {}
-  for path in glob.glob(os.path.join(trained_workdir, 'events.out.tfevents.*')):
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
         if value.tag == 'eval/digits_classifier_fid':
           steps[event.step] = float(tf.make_ndarray(value.tensor))
+  return steps
+
+
+def test_training_writes_evaluation_scalars(trained_workdir):
+  steps = _fid_by_step(trained_workdir)
   assert sorted(steps) == [2, 4] and all(np.isfinite(v) and v > 0 for v in steps.values())
 
 
@@ -197,3 +202,22 @@ def test_cli_bad_input_is_one_clear_line(module, args, message, trained_workdir,
   errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1 and message.format(**names) in errors[0], result.stderr[-2000:]
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_vae_latent_mixture_is_fitted_once_per_scored_step(tfds_data_dir, eval_cache, tmp_path, monkeypatch):
+  """A VAE that samples a latent mixture: training fits it for each step it draws grids or scores FID at, and
+  that step's grids and FID share the one fit."""
+  fits = []
+  fit = latent_mixture.fit
+  monkeypatch.setattr(latent_mixture, 'fit', lambda *args, **kwargs: fits.append(1) or fit(*args, **kwargs))
+  config = _with_eval(make_tiny_config(tfds_data_dir), eval_cache)
+  config.model.name = 'vae_mlp'
+  config.model.latent_dim = 8
+  config.vae.sampler = 'gmm'
+  config.vae.gmm_components = 3
+  config.eval.every_steps = 2
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  assert len(fits) == 2  # steps 2 and 4
+  assert sorted(os.listdir(os.path.join(workdir, 'samples'))) == ['step_0000002.png', 'step_0000004.png']
+  assert sorted(_fid_by_step(workdir)) == [2, 4]

@@ -274,6 +274,8 @@ def test_vae_mlp_flops_are_close_to_xla_cost_analysis():
     ({'vae.beta': -1.0}, 'config.vae.beta=-1.0 is not allowed; allowed: a number >= 0'),
     ({'vae.kl_warmup_steps': -5}, 'config.vae.kl_warmup_steps=-5 is not allowed'),
     ({'vae.sample_temperature': 0.0}, 'config.vae.sample_temperature=0.0 is not allowed; allowed: a number in (0, 2]'),
+    ({'vae.sampler': 'flow'}, "config.vae.sampler='flow' is not allowed; allowed: prior, gmm"),
+    ({'vae.gmm_components': 0}, 'config.vae.gmm_components=0 is not allowed; allowed: an integer in [1, 1000]'),
     ({'gan.n_critic': 2}, "config.gan.n_critic=2 is not used by config.model.name='vae_conv'; allowed: 1"),
     ({'gan.ema_decay': 0.999}, "config.gan.ema_decay=0.999 is not used by config.model.name='vae_conv'; allowed: 0.0"),
 ])
@@ -357,3 +359,18 @@ def test_short_run_writes_checkpoints_grids_heldout_elbo_and_resumes_exactly(tfd
   assert scores['heldout_importance_samples'] == 200
   assert 0 < scores['heldout_nll'] < scores['heldout_neg_elbo']
   assert scores['heldout_nll_bits_per_dim'] == pytest.approx(scores['heldout_nll'] / (784 * math.log(2)))
+
+  # The same run sampled from a latent mixture fitted to its training digits (the sample tool's path, which
+  # then reads the data): the same images on every fit, other images than the prior's, and the same model.
+  z = jax.random.normal(jax.random.key(0), (6, 8))
+  prior_images = restored_run.generate_images(restored_run.restore(straight_dir, {}, needs_data=False), z)
+  run = restored_run.restore(straight_dir, {'vae.sampler': 'gmm', 'vae.gmm_components': 3}, needs_data=False)
+  mixture_images = restored_run.generate_images(run, z)
+  assert mixture_images.shape == prior_images.shape and np.abs(mixture_images.astype(int) - prior_images).max() > 8
+  np.testing.assert_array_equal(restored_run.generate_images(run, z), mixture_images)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.state), jax.device_get(straight))
+  # Fitted to fewer images than twice its components, it is refused in one line.
+  run = restored_run.restore(straight_dir, {'vae.sampler': 'gmm', 'vae.gmm_components': 10,
+                                            'vae.gmm_fit_examples': 15})
+  with pytest.raises(ConfigError, match=r'^config.vae.gmm_components=10 is not allowed for 15 training images'):
+    restored_run.sampler(run)

@@ -115,12 +115,14 @@ class Evaluator:
   The images come from `generate(state, z, labels)` (e.g. a model family's sampler; `labels` are drawn
   uniformly over `num_classes` for a class-conditional model, else None) or, without it, from `gan`'s
   generator: the EMA generator when the run has one, unless `config.gan.sample_with_ema` is False (`uses_ema`
-  says which; a family's sampler is bound the same way, see `families.py`).
+  says which; a family's sampler is bound the same way, see `families.py`). With `sampler`, a function of
+  the state that returns its `generate` (`families.sampler_for`), each scored state gets its own.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, *, mesh: Mesh, gan: Gan | None = None, builder: Any,
                image_shape: tuple[int, int, int], state_shardings: Any, network: FeatureNetwork | None = None,
-               generate: Callable[..., jax.Array] | None = None, num_classes: int | None = None):
+               generate: Callable[..., jax.Array] | None = None, num_classes: int | None = None,
+               sampler: Callable[[Any], Callable[..., jax.Array]] | None = None):
     if (generate is None) == (gan is None) or (generate is not None and num_classes is None):
       raise TypeError('Evaluator takes either gan=, or generate= with its num_classes= (0: unconditional)')
     self._config = config
@@ -140,17 +142,21 @@ class Evaluator:
       generate = functools.partial(gan_steps.generate, gan=gan, use_ema=self.uses_ema)
       num_classes = gan.num_classes
 
-    def sample_features(state, variables, rng):
-      z = jax.random.normal(rng, (self._batch, config.model.latent_dim))
-      z = jax.lax.with_sharding_constraint(z, self._split)
-      labels = None
-      if num_classes:  # classes drawn uniformly, as BigGAN-PyTorch samples for IS/FID
-        labels = gan_steps.sample_labels(jax.random.fold_in(rng, 1), self._batch, num_classes)
-        labels = jax.lax.with_sharding_constraint(labels, self._split)
-      sample_features, probs = features(variables, generate(state, z, labels))
-      return sample_features, probs, jnp.zeros((self._batch,), jnp.int32) if labels is None else labels
-    self._sample_features = jax.jit(sample_features, in_shardings=(state_shardings, replicated, replicated),
-                                    out_shardings=(self._split, self._split, self._split))
+    def compile_sampler(generate):
+      def sample_features(state, variables, rng):
+        z = jax.random.normal(rng, (self._batch, config.model.latent_dim))
+        z = jax.lax.with_sharding_constraint(z, self._split)
+        labels = None
+        if num_classes:  # classes drawn uniformly, as BigGAN-PyTorch samples for IS/FID
+          labels = gan_steps.sample_labels(jax.random.fold_in(rng, 1), self._batch, num_classes)
+          labels = jax.lax.with_sharding_constraint(labels, self._split)
+        sample_features, probs = features(variables, generate(state, z, labels))
+        return sample_features, probs, jnp.zeros((self._batch,), jnp.int32) if labels is None else labels
+      return jax.jit(sample_features, in_shardings=(state_shardings, replicated, replicated),
+                     out_shardings=(self._split, self._split, self._split))
+    self._sample_features = compile_sampler(generate)
+    self._sampler = sampler
+    self._compile_sampler = compile_sampler
     self.reference, self.reference_probs = self._split_features(
         builder, config.eval.reference_split, config.eval.num_reference)
     self.reference_stats = metrics.gaussian_stats(self.reference)
@@ -197,9 +203,10 @@ class Evaluator:
     `eval.num_samples`) samples from fixed latents (`eval.seed`)."""
     num_samples = num_samples or self._config.eval.num_samples
     base = jax.random.key(self._config.eval.seed)
+    sample_features = self._sample_features if self._sampler is None else self._compile_sampler(self._sampler(state))
     outputs = []
     for index in range(-(-num_samples // self._batch)):
-      outputs.append(self._gather(self._sample_features(state, self._variables, jax.random.fold_in(base, index))))
+      outputs.append(self._gather(sample_features(state, self._variables, jax.random.fold_in(base, index))))
     features, probs, labels = (np.concatenate(parts)[:num_samples] for parts in zip(*outputs))
     return features, probs, labels if self._num_classes else None
 
