@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from aigc_jax import gan_steps, input_pipeline, latent_mixture, losses, models, optimizers, vae_losses, vae_steps
+from aigc_jax import gan_steps, latent_mixture, losses, models, optimizers, vae_losses, vae_steps
 from aigc_jax import ema as ema_lib
 from aigc_jax import sharding as sharding_lib
 from aigc_jax import state as state_lib
@@ -77,6 +77,8 @@ def sampler_for(family: Family, config: ml_collections.ConfigDict, builder: Any,
     if last and last[0][0] is state:
       return last[0][1]
     if not images:
+      # TensorFlow only here: the benchmark and device check import this module on machines without it.
+      from aigc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
       images.append(input_pipeline.real_images(config, builder, config.data.train_split,
                                                config.vae.gmm_fit_examples)[0])
     last[:] = [(state, family.fit_sampler(state, images[0], mesh))]
