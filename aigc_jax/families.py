@@ -67,9 +67,12 @@ class Family(NamedTuple):
 def sampler_for(family: Family, config: ml_collections.ConfigDict, builder: Any,
                 mesh: Mesh) -> Callable[[Any], Callable[..., jax.Array]]:
   """`state -> generate`: the family's sampler for a state. `family.generate` itself, or, for a family that
-  fits its sampler, one fitted to the first `vae.gmm_fit_examples` images of the train split (read once)."""
+  fits its sampler, one fitted to the first `vae.gmm_fit_examples` images of the train split (read once).
+  A ConfigError here, before anything trains or samples, if the split is too small for the mixture."""
   if family.fit_sampler is None:
     return lambda state: family.generate
+  available = builder.info.splits[config.data.train_split].num_examples
+  latent_mixture.check_fit_size(config.vae.gmm_components, min(config.vae.gmm_fit_examples or available, available))
   images = []
   last = []  # [(state, generate)] of the last fit: a step's grids and its evaluation share one fit
 

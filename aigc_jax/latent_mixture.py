@@ -26,14 +26,19 @@ class Mixture:
   scale_trils: jax.Array  # [K, D, D]: lower Cholesky factors of the covariances
 
 
+def check_fit_size(components: int, examples: int) -> None:
+  """A one-line ConfigError unless `examples` latents are enough for a mixture of `components`."""
+  if examples < 2 * components:
+    raise ConfigError(f'config.vae.gmm_components={components} is not allowed for {examples} training images; '
+                      f'allowed: at most half the images the mixture is fitted to (vae.gmm_fit_examples)')
+
+
 def fit(latents: np.ndarray, components: int, seed: int) -> Mixture:
   """The maximum-likelihood mixture of `components` full-covariance Gaussians for `latents` `[N, D]` (EM from
   k-means, seeded, so the same latents give the same mixture on every process)."""
   from sklearn.mixture import GaussianMixture  # pylint: disable=g-import-not-at-top  (only VAEs that fit one)
   latents = np.asarray(latents, np.float64)
-  if len(latents) < 2 * components:
-    raise ConfigError(f'config.vae.gmm_components={components} is not allowed for {len(latents)} training images; '
-                      f'allowed: at most half the images the mixture is fitted to (vae.gmm_fit_examples)')
+  check_fit_size(components, len(latents))
   gmm = GaussianMixture(components, covariance_type='full', reg_covar=1e-6, max_iter=200,
                         random_state=seed).fit(latents)
   return Mixture(weights=np.float32(gmm.weights_ / gmm.weights_.sum()), means=np.float32(gmm.means_),

@@ -118,7 +118,10 @@ def main(argv: list[str]) -> None:
   elif num_classes:
     labels = sample_labels(_SEED.value, _NUM_SAMPLES.value, num_classes, label=_LABEL.value,
                            interpolate=_INTERPOLATE.value)
-  images = restored_run.generate_images(run, z, labels)
+  try:
+    images = restored_run.generate_images(run, z, labels)
+  except ConfigError as e:  # a sampler fitted to the data that cannot be (too few images)
+    cli.fail(str(e))
   os.makedirs(os.path.dirname(output), exist_ok=True)
   if output.endswith('.npz'):
     np.savez(output, images=images, **({} if labels is None else {'labels': labels}))

@@ -14,6 +14,7 @@ from PIL import Image
 
 from aigc_jax import input_pipeline, latent_mixture, models, optimizers, state as state_lib, train
 from aigc_jax import sharding as sharding_lib
+from aigc_jax.config_errors import ConfigError
 from aigc_jax.evaluation import digits_classifier, evaluator as evaluator_lib
 from tests.conftest import REPO_ROOT, make_tiny_config
 
@@ -221,3 +222,14 @@ def test_vae_latent_mixture_is_fitted_once_per_scored_step(tfds_data_dir, eval_c
   assert len(fits) == 2  # steps 2 and 4
   assert sorted(os.listdir(os.path.join(workdir, 'samples'))) == ['step_0000002.png', 'step_0000004.png']
   assert sorted(_fid_by_step(workdir)) == [2, 4]
+
+  # Too few images for the mixture: one line, from the sample tool, and from training before any step.
+  too_many = ['--config.vae.gmm_components=1000', '--config.vae.gmm_fit_examples=1500']
+  result = _run('sample', f'--workdir={workdir}', '--num_samples=10', f'--output={tmp_path}/s.png', *too_many)
+  assert result.returncode == 2 and not os.path.exists(tmp_path / 's.png')
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      'error: config.vae.gmm_components=1000 is not allowed for 1500 training images'), result.stderr[-2000:]
+  config.vae.gmm_components, config.vae.gmm_fit_examples = 1000, 1500
+  with pytest.raises(ConfigError, match='gmm_components=1000 is not allowed'):
+    train.train_and_evaluate(config, str(tmp_path / 'refused'))
+  assert not os.path.exists(tmp_path / 'refused' / 'checkpoints')
